@@ -1,0 +1,108 @@
+package bus
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+
+	"github.com/tsmhub/tsmhub/schemas"
+)
+
+// Schemas validates event data against the JSON Schema of its CloudEvents
+// type, as published in schemas/.
+type Schemas struct {
+	mu       sync.Mutex
+	compiled map[string]*jsonschema.Schema
+	compiler *jsonschema.Compiler
+}
+
+// LoadSchemas compiles every embedded schema.
+func LoadSchemas() (*Schemas, error) {
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	fsys := schemas.FS()
+	names, err := fs.Glob(fsys, "*.json")
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		b, err := fs.ReadFile(fsys, n)
+		if err != nil {
+			return nil, err
+		}
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+		if err != nil {
+			return nil, fmt.Errorf("schema %s: %w", n, err)
+		}
+		if err := c.AddResource(schemas.BaseURL+n, doc); err != nil {
+			return nil, fmt.Errorf("schema %s: %w", n, err)
+		}
+	}
+	s := &Schemas{compiled: map[string]*jsonschema.Schema{}, compiler: c}
+	for _, n := range names {
+		typ := strings.TrimSuffix(n, ".json")
+		sch, err := c.Compile(schemas.BaseURL + n)
+		if err != nil {
+			return nil, fmt.Errorf("compile schema %s: %w", n, err)
+		}
+		s.compiled[typ] = sch
+	}
+	return s, nil
+}
+
+// Has reports whether ceType has a schema.
+func (s *Schemas) Has(ceType string) bool {
+	_, ok := s.compiled[ceType]
+	return ok
+}
+
+// Validate checks data against the schema of ceType. The error lists what is
+// wrong by JSON pointer, in words an SP integrator can act on.
+func (s *Schemas) Validate(ceType string, data []byte) error {
+	sch, ok := s.compiled[ceType]
+	if !ok {
+		return fmt.Errorf("no schema for event type %q", ceType)
+	}
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+	if err != nil {
+		return fmt.Errorf("data is not valid JSON: %v", err)
+	}
+	if err := sch.Validate(v); err != nil {
+		if ve, ok := err.(*jsonschema.ValidationError); ok {
+			return fmt.Errorf("%s", describe(ve))
+		}
+		return err
+	}
+	return nil
+}
+
+var englishPrinter = message.NewPrinter(language.English)
+
+// describe flattens a validation error into "at /path: message" lines.
+func describe(ve *jsonschema.ValidationError) string {
+	var lines []string
+	var walk func(e *jsonschema.ValidationError)
+	walk = func(e *jsonschema.ValidationError) {
+		if len(e.Causes) == 0 {
+			loc := "/" + strings.Join(e.InstanceLocation, "/")
+			lines = append(lines, fmt.Sprintf("at %s: %s", loc, e.ErrorKind.LocalizedString(englishPrinter)))
+			return
+		}
+		for _, c := range e.Causes {
+			walk(c)
+		}
+	}
+	walk(ve)
+	sort.Strings(lines)
+	if len(lines) > 5 {
+		lines = append(lines[:5], fmt.Sprintf("and %d more", len(lines)-5))
+	}
+	return strings.Join(lines, "; ")
+}
