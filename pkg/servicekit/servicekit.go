@@ -1,0 +1,171 @@
+// Package servicekit wires what every tsmhub service runs: the NATS
+// connection and streams, the service's bbolt store with its outbox relay, the
+// bus router, the schema set, and the HTTP ops server. A service's own
+// `service` package builds its use cases on a Kit and registers handlers.
+package servicekit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tsmhub/tsmhub/pkg/bus"
+	"github.com/tsmhub/tsmhub/pkg/ops"
+)
+
+// Config is the common configuration of a service (environment variables in
+// brackets, read by FromEnv).
+type Config struct {
+	// Name of the service: registry, conversation, scriptrouter, mnoadapter, sesimulator.
+	Name string
+	// NATSURL to connect to [NATS_URL, default nats://127.0.0.1:4222].
+	NATSURL string
+	// DataDir holds the service's bbolt file [DATA_DIR, default ./data/<name>].
+	DataDir string
+	// DBFile is the bbolt file name inside DataDir (default <name>.db).
+	DBFile string
+	// HTTPAddr serves ops endpoints and the service's API [HTTP_ADDR].
+	HTTPAddr string
+	// StreamReplicas for the streams this service creates [STREAM_REPLICAS, default 1].
+	StreamReplicas int
+	// Workers per consumer [CONSUMER_WORKERS, default 32].
+	Workers int
+	// Buckets the service keeps in its bbolt file.
+	Buckets []string
+	// Log is the service logger (default: ops.NewLogger(Name)).
+	Log *slog.Logger
+	// HTTPBound, if set, receives the bound HTTP address (tests use port 0).
+	HTTPBound chan<- string
+}
+
+// FromEnv fills the common fields from the environment; defaultHTTP is the
+// service's default address (DESIGN.md section 7).
+func FromEnv(name, defaultHTTP string) (Config, error) {
+	cfg := Config{
+		Name:     name,
+		NATSURL:  ops.Env("NATS_URL", "nats://127.0.0.1:4222"),
+		DataDir:  ops.Env("DATA_DIR", filepath.Join("data", name)),
+		HTTPAddr: ops.Env("HTTP_ADDR", defaultHTTP),
+	}
+	var err error
+	if cfg.StreamReplicas, err = ops.EnvInt("STREAM_REPLICAS", 1); err != nil {
+		return cfg, err
+	}
+	if cfg.Workers, err = ops.EnvInt("CONSUMER_WORKERS", 32); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// Kit is a started service runtime.
+type Kit struct {
+	Config  Config
+	Log     *slog.Logger
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	Store   *bus.Store
+	Router  *bus.Router
+	Schemas *bus.Schemas
+	Ops     *ops.Server
+	Metrics *bus.Metrics
+}
+
+// Start connects, creates the streams, opens the store and prepares the router.
+func Start(ctx context.Context, cfg Config) (*Kit, error) {
+	if cfg.Log == nil {
+		cfg.Log = ops.NewLogger(cfg.Name)
+	}
+	if cfg.DBFile == "" {
+		cfg.DBFile = cfg.Name + ".db"
+	}
+	schemas, err := bus.LoadSchemas()
+	if err != nil {
+		return nil, fmt.Errorf("load schemas: %w", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	nc, js, err := bus.Connect(cctx, cfg.NATSURL, "tsmhub-"+cfg.Name, cfg.Log)
+	if err != nil {
+		return nil, err
+	}
+	if err := ensureStreams(cctx, js, cfg.StreamReplicas); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	store, err := bus.OpenStore(bus.StoreConfig{Path: filepath.Join(cfg.DataDir, cfg.DBFile), Buckets: cfg.Buckets})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	srv := ops.NewServer()
+	metrics := bus.NewMetrics(srv.Registry)
+	k := &Kit{Config: cfg, Log: cfg.Log, NC: nc, JS: js, Store: store, Schemas: schemas, Ops: srv, Metrics: metrics}
+	k.Router = bus.NewRouter(bus.RouterConfig{JetStream: js, Log: cfg.Log, Workers: cfg.Workers, Metrics: metrics})
+	srv.AddReadiness("nats", func(context.Context) error {
+		if !nc.IsConnected() {
+			return errors.New("not connected")
+		}
+		return nil
+	})
+	return k, nil
+}
+
+// ensureStreams retries while a clustered server elects leaders.
+func ensureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	for {
+		err := bus.EnsureStreams(ctx, js, replicas)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("create streams: %w", err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// Run serves until ctx ends: router, outbox relay and HTTP server. It closes
+// everything before returning.
+func (k *Kit) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := k.Router.Run(ctx); err != nil {
+			errc <- fmt.Errorf("router: %w", err)
+			cancel()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		k.Store.RunRelay(ctx, k.JS, k.Log)
+	}()
+	go func() {
+		defer wg.Done()
+		if err := k.Ops.Serve(ctx, k.Config.HTTPAddr, k.Config.HTTPBound); err != nil {
+			errc <- fmt.Errorf("http: %w", err)
+			cancel()
+		}
+	}()
+	k.Log.Info("service started", "http", k.Config.HTTPAddr, "nats", k.Config.NATSURL, "data", k.Config.DataDir)
+	wg.Wait()
+	k.Store.Close()
+	k.NC.Close()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
