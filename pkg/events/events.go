@@ -165,3 +165,17 @@ type ScriptCompleted struct {
 	SEID           string                      `json:"seId"`
 	Response       contract.SendScriptResponse `json:"response"`
 }
+
+// CommandSucceeded is the rule, shared by the card simulator (which stops a
+// script at the first failure) and the script router (which reports
+// failures), for whether a status word ends a command successfully: 9000,
+// 61xx (more data available), 62xx (warning, state unchanged) and 6310 (GET
+// STATUS more data). Everything else, 6300 (authentication failed) included,
+// is a failure.
+func CommandSucceeded(sw uint16) bool {
+	switch sw >> 8 {
+	case 0x90, 0x61, 0x62:
+		return true
+	}
+	return sw == 0x6310
+}

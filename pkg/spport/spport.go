@@ -164,6 +164,19 @@ type HandleFunc func(ctx context.Context, tx *bus.Tx, req *Request) error
 // requests, re-sends the original response to a re-sent ce-id, answers
 // expired requests, and otherwise calls fn.
 func (p *Port) Handle(ctx context.Context, d *bus.Delivery, ceSubject func(*Request) string, fn HandleFunc) error {
+	return p.handle(ctx, d, ceSubject, fn, false)
+}
+
+// HandleForward is Handle for a request this service passes on to another
+// service which answers it (the registry resolving begin-conversation): the
+// request key is not claimed here, so a re-sent request is passed on again
+// and the answering service re-sends its original response; responses this
+// service sent itself (errors) are re-sent from here.
+func (p *Port) HandleForward(ctx context.Context, d *bus.Delivery, ceSubject func(*Request) string, fn HandleFunc) error {
+	return p.handle(ctx, d, ceSubject, fn, true)
+}
+
+func (p *Port) handle(ctx context.Context, d *bus.Delivery, ceSubject func(*Request) string, fn HandleFunc, forward bool) error {
 	req, cerr := p.Parse(d)
 	if req == nil {
 		return bus.Permanent(fmt.Errorf("subject %s is not tsm.sp.<spId>.req.<op> with a valid spId: nobody to answer", d.Subject))
@@ -173,7 +186,14 @@ func (p *Port) Handle(ctx context.Context, d *bus.Delivery, ceSubject func(*Requ
 		if err != nil || !fresh {
 			return err
 		}
-		replies, seen, err := tx.AcceptRequest(req.Key())
+		var replies []bus.StoredReply
+		seen := false
+		if forward {
+			replies, err = tx.Replies(req.Key())
+			seen = len(replies) > 0
+		} else {
+			replies, seen, err = tx.AcceptRequest(req.Key())
+		}
 		if err != nil {
 			return err
 		}
