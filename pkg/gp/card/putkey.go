@@ -1,0 +1,153 @@
+package card
+
+import (
+	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
+)
+
+// putKey is PUT KEY (GPC 11.8, Amd D 7.2): add or replace one or several
+// keys atomically. During a personalization session on a supplementary SD
+// (INSTALL [for personalization] naming the SD), the SD processing the
+// command forwards the keys to that SD: this is how a new SP SD gets its
+// first (temporary) keys from the central SD (DESIGN.md 6).
+func (r *request) putKey() ([]byte, uint16) {
+	cmd := r.cmd
+	target := r.sd
+	if r.ch.PersoTarget != nil {
+		if t := r.st.find(r.ch.PersoTarget); t != nil && t.isSD() {
+			target = t
+		}
+	}
+	if r.s == nil {
+		return nil, apdu.SWSecurityNotSatisfied
+	}
+	oldKVN := cmd.P1 & 0x7F
+	multiple := cmd.P2&0x80 != 0
+	firstID := cmd.P2 & 0x7F
+	d := cmd.Data
+	if len(d) < 1 {
+		return nil, apdu.SWWrongLength
+	}
+	newKVN := d[0]
+	if newKVN == 0 || newKVN > 0x7F {
+		return nil, apdu.SWIncorrectData
+	}
+	d = d[1:]
+	type block struct {
+		typ   byte
+		value []byte
+		kcv   []byte
+	}
+	var blocks []block
+	for len(d) > 0 {
+		typ := d[0]
+		if typ == 0xFF {
+			// Extended key format (GPC 11.8.2.3.2) is not supported.
+			return nil, apdu.SWIncorrectData
+		}
+		n, ll, ok := berLength(d[1:])
+		if !ok || len(d) < 1+ll+n+1 {
+			return nil, apdu.SWIncorrectData
+		}
+		kd := d[1+ll : 1+ll+n]
+		rest := d[1+ll+n:]
+		kl := int(rest[0])
+		if len(rest) < 1+kl {
+			return nil, apdu.SWIncorrectData
+		}
+		var enc []byte
+		switch typ {
+		case KeyTypeAES:
+			// Amd D 7.2: key data = length of key (1) || encrypted key.
+			if len(kd) < 1 {
+				return nil, apdu.SWIncorrectData
+			}
+			enc = kd[1:]
+			klen := int(kd[0])
+			if (klen != 16 && klen != 24 && klen != 32) || len(enc)%16 != 0 || len(enc) < klen {
+				return nil, apdu.SWIncorrectData
+			}
+			dec, err := r.s.decryptKey(enc)
+			if err != nil {
+				return nil, apdu.SWIncorrectData
+			}
+			blocks = append(blocks, block{typ: typ, value: clone(dec[:klen]), kcv: rest[1 : 1+kl]})
+		case KeyTypeDES:
+			if len(kd) != 16 {
+				return nil, apdu.SWIncorrectData
+			}
+			dec, err := r.s.decryptKey(kd)
+			if err != nil {
+				return nil, apdu.SWIncorrectData
+			}
+			blocks = append(blocks, block{typ: typ, value: clone(dec[:16]), kcv: rest[1 : 1+kl]})
+		default:
+			return nil, apdu.SWIncorrectData
+		}
+		d = rest[1+kl:]
+	}
+	if len(blocks) == 0 || (!multiple && len(blocks) != 1) || int(firstID)+len(blocks)-1 > 0x7F {
+		return nil, apdu.SWIncorrectData
+	}
+	resp := []byte{newKVN}
+	for _, b := range blocks {
+		kcv, err := kcvFor(b.typ, b.value)
+		if err != nil {
+			return nil, apdu.SWIncorrectData
+		}
+		if len(b.kcv) > 0 && !equalCT(kcv, b.kcv) {
+			return nil, apdu.SWSecurityNotSatisfied
+		}
+		resp = append(resp, kcv...)
+	}
+	// All checks pass before any change: the command is atomic.
+	if oldKVN == 0 {
+		ks := target.keySet(newKVN)
+		for i := range blocks {
+			if ks != nil && ks.key(firstID+byte(i)) != nil {
+				return nil, apdu.SWIncorrectData
+			}
+		}
+		if ks == nil {
+			target.KeySets = append(target.KeySets, KeySet{KVN: newKVN})
+			ks = &target.KeySets[len(target.KeySets)-1]
+		}
+		for i, b := range blocks {
+			ks.Keys = append(ks.Keys, Key{ID: firstID + byte(i), Type: b.typ, Value: b.value})
+		}
+		ks.Seq = 0
+	} else {
+		old := target.keySet(oldKVN)
+		if old == nil {
+			return nil, apdu.SWReferencedDataNotFound
+		}
+		if newKVN != oldKVN && target.keySet(newKVN) != nil {
+			return nil, apdu.SWIncorrectData
+		}
+		replaced := 0
+		for i, b := range blocks {
+			if k := old.key(firstID + byte(i)); k != nil {
+				// The algorithm and size of a replaced key cannot change.
+				if k.Type != b.typ || len(k.Value) != len(b.value) {
+					return nil, apdu.SWIncorrectData
+				}
+				replaced++
+			}
+		}
+		whole := replaced == len(old.Keys)
+		for i, b := range blocks {
+			id := firstID + byte(i)
+			if k := old.key(id); k != nil {
+				k.Value = b.value
+			} else {
+				old.Keys = append(old.Keys, Key{ID: id, Type: b.typ, Value: b.value})
+			}
+		}
+		old.KVN = newKVN
+		if whole || newKVN != oldKVN {
+			// Amd D 6.2.2.1: the counter restarts with a new key set.
+			old.Seq = 0
+		}
+	}
+	r.maybePersonalize(target)
+	return resp, apdu.SWOK
+}
