@@ -211,6 +211,8 @@ func (r *request) statusRecord(e *entry, p1 byte, tlvFormat bool, tags [][]byte)
 // tlvObj is a parsed BER-TLV object.
 type tlvObj struct {
 	tag, value []byte
+	// off is the offset of the tag in the parsed buffer.
+	off int
 }
 
 // parseTLVs parses a sequence of BER-TLV objects (tags up to 3 bytes,
@@ -218,6 +220,7 @@ type tlvObj struct {
 // 2.3). It never reads outside b.
 func parseTLVs(b []byte) ([]tlvObj, bool) {
 	var out []tlvObj
+	base := len(b)
 	for len(b) > 0 {
 		if b[0] == 0x00 || b[0] == 0xFF {
 			// Padding between objects (ISO 7816-4 5.2.2.1).
@@ -233,7 +236,7 @@ func parseTLVs(b []byte) ([]tlvObj, bool) {
 		if !ok || len(b) < tl+ll+n {
 			return nil, false
 		}
-		out = append(out, tlvObj{tag: tag, value: b[tl+ll : tl+ll+n]})
+		out = append(out, tlvObj{tag: tag, value: b[tl+ll : tl+ll+n], off: base - len(b)})
 		b = b[tl+ll+n:]
 	}
 	return out, true

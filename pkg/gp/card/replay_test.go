@@ -125,6 +125,7 @@ func replay(t *testing.T, c *Card, s testvectors.Session) {
 	for i, cmd := range s.Commands {
 		resp := c.Transmit(hx(t, cmd.Wrapped))
 		gotSW := up(resp[len(resp)-2:])
+		t.Logf("command %d: SW %s (published %v)", i, gotSW, deref(cmd.SW))
 		if gotSW == "6982" {
 			t.Fatalf("command %d rejected with 6982 (C-MAC or decryption)", i)
 		}
@@ -156,4 +157,11 @@ func replay(t *testing.T, c *Card, s testvectors.Session) {
 			t.Fatalf("aborted session still accepts commands")
 		}
 	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "-"
+	}
+	return *s
 }
