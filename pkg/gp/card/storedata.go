@@ -118,10 +118,13 @@ func (r *request) storeToSD(sd *entry) ([]byte, uint16) {
 			return fail(s)
 		}
 	}
-	if len(sd.Perso) >= 1024 {
-		return fail(apdu.SWNotEnoughMemory)
+	if cmd.P1&0x18 == 0 || cmd.P1&0x18 == 0x18 {
+		// Application-dependent format: the SD keeps the raw block.
+		if len(sd.Perso) >= 1024 {
+			return fail(apdu.SWNotEnoughMemory)
+		}
+		sd.Perso = append(sd.Perso, persoRecord{P1: cmd.P1, Data: clone(cmd.Data)})
 	}
-	sd.Perso = append(sd.Perso, persoRecord{P1: cmd.P1, Data: clone(cmd.Data)})
 	if resp != nil && cmd.P1&0x01 == 0 {
 		return fail(apdu.SWIncorrectP1P2)
 	}
@@ -136,6 +139,9 @@ func storeObject(sd *entry, o tlvObj) uint16 {
 	}
 	if sd.Data == nil {
 		sd.Data = map[string][]byte{}
+	}
+	if _, ok := sd.Data[t]; !ok && len(sd.Data) >= 256 {
+		return apdu.SWNotEnoughMemory
 	}
 	sd.Data[t] = clone(o.value)
 	return apdu.SWOK
