@@ -90,7 +90,7 @@ type Observer interface {
 
 type noObserver struct{}
 
-func (noObserver) CardManufactured()     {}
-func (noObserver) ScriptExecuted(int)    {}
-func (noObserver) DebugAPDUExecuted()    {}
+func (noObserver) CardManufactured()    {}
+func (noObserver) ScriptExecuted(int)   {}
+func (noObserver) DebugAPDUExecuted()   {}
 func (noObserver) CardCacheLookup(bool) {}
