@@ -85,19 +85,34 @@ var (
 	constDEK  = [2]byte{0x01, 0x81}
 )
 
-// Errors; see package scp03 for how card-side errors carry status words.
+// Errors. Card-side errors arrive wrapped in an *apdu.StatusError carrying
+// the status word to answer with (see apdu.SWOf); match causes with
+// errors.Is.
 var (
+	// ErrCardCryptogram: the card cryptogram does not verify (host side).
 	ErrCardCryptogram = errors.New("scp02: card cryptogram mismatch")
+	// ErrHostCryptogram: the host cryptogram does not verify (card, 6300).
 	ErrHostCryptogram = errors.New("scp02: host cryptogram mismatch")
-	ErrCMAC           = errors.New("scp02: C-MAC verification failed")
-	ErrDecrypt        = errors.New("scp02: decryption failed")
-	ErrSecurityLevel  = errors.New("scp02: security level not satisfied")
-	ErrSessionState   = errors.New("scp02: wrong secure channel state")
-	ErrLevel          = errors.New("scp02: invalid security level")
-	ErrFormat         = errors.New("scp02: malformed data")
-	ErrKeys           = errors.New("scp02: invalid keys")
-	ErrUnsupported    = errors.New("scp02: unsupported i parameter")
-	ErrCard           = errors.New("scp02: card returned an error status")
+	// ErrCMAC: a C-MAC does not verify (card, 6982; the session aborts).
+	ErrCMAC = errors.New("scp02: C-MAC verification failed")
+	// ErrDecrypt: C-DEC data does not decrypt to well-padded plaintext (6982).
+	ErrDecrypt = errors.New("scp02: decryption failed")
+	// ErrSecurityLevel: a command below the session level, or any command
+	// after an abort (6982).
+	ErrSecurityLevel = errors.New("scp02: security level not satisfied")
+	// ErrSessionState: the operation does not fit the session state (6985).
+	ErrSessionState = errors.New("scp02: wrong secure channel state")
+	// ErrLevel: a security level other than 00, 01, 03 (6A86).
+	ErrLevel = errors.New("scp02: invalid security level")
+	// ErrFormat: malformed command, response or parameter.
+	ErrFormat = errors.New("scp02: malformed data")
+	// ErrKeys: static keys missing or not 16 bytes.
+	ErrKeys = errors.New("scp02: invalid keys")
+	// ErrUnsupported: an i parameter this package does not implement
+	// (implicit initiation, ICV = MAC over AID).
+	ErrUnsupported = errors.New("scp02: unsupported i parameter")
+	// ErrCard: the card answered INITIALIZE UPDATE with an error status.
+	ErrCard = errors.New("scp02: card returned an error status")
 )
 
 func cardErr(sw uint16, cause error, format string, args ...any) error {
