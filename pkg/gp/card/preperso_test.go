@@ -82,6 +82,10 @@ func TestPrePersonalization(t *testing.T) {
 					t.Fatalf("instance state %02X after personalization", e.LifeCycle)
 				}
 			}
+			// Once PERSONALIZED, the SP SD's keys cannot be replaced through
+			// the central SD any more (DESIGN.md 6).
+			h.must(up(cmdBytes(0x80, 0xE6, 0x20, 0x00, lvs(nil, nil, sp.sd, nil, nil), true)), apdu.SWOK)
+			h.must(up(cmdBytes(0x80, 0xD8, 0x31, 0x81, putKeyData(t, dek, 0x32, sp.key, sp.key, sp.key), true)), apdu.SWConditionsNotSatisfied)
 			// The central SD may still lock the SP's instance (DESIGN.md 1).
 			h.must("80F0408008"+up(sp.inst), apdu.SWOK)
 		})

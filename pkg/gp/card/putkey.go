@@ -14,6 +14,9 @@ func (r *request) putKey() ([]byte, uint16) {
 	target := r.sd
 	if r.ch.PersoTarget != nil {
 		if t := r.st.find(r.ch.PersoTarget); t != nil && t.isSD() {
+			if !canReceiveForwardedKeys(t) {
+				return nil, apdu.SWConditionsNotSatisfied
+			}
 			target = t
 		}
 	}
@@ -150,4 +153,13 @@ func (r *request) putKey() ([]byte, uint16) {
 	}
 	r.maybePersonalize(target)
 	return resp, apdu.SWOK
+}
+
+// canReceiveForwardedKeys is our SD policy for keys loaded through the
+// associated SD (PUT KEY forwarding, DGI 00B9/8113): only before the SD is
+// PERSONALIZED. Afterwards its keys change only through its own secure
+// channel, so that once an SP has rotated its keys the central TSM cannot
+// replace them (DESIGN.md 6).
+func canReceiveForwardedKeys(sd *entry) bool {
+	return sd.Kind == KindSD && sd.LifeCycle&^LCLocked != LCPersonalized
 }

@@ -265,6 +265,9 @@ func (r *request) storeDGIs(sd *entry, dgis []dgi) uint16 {
 	if len(keys) == 0 {
 		return apdu.SWOK
 	}
+	if sd != r.sd && !canReceiveForwardedKeys(sd) {
+		return apdu.SWConditionsNotSatisfied
+	}
 	if r.s == nil {
 		return apdu.SWSecurityNotSatisfied
 	}
