@@ -82,6 +82,14 @@ func TestPrePersonalization(t *testing.T) {
 					t.Fatalf("instance state %02X after personalization", e.LifeCycle)
 				}
 			}
+			// The SP may also select its instance directly: the secure
+			// channel is its SD's (GPC 10.1), the data goes to the instance.
+			selectAID(t, c, 1, sps[1].inst, "9000")
+			other := openSCP03(t, c, 1, 0x30, sps[1].key, sps[1].key, sps[1].key, 0x03)
+			other.must("81E2800004DF030100", apdu.SWOK)
+			if got := c.PersonalizationData(sps[1].inst); len(got) != 1 {
+				t.Fatalf("direct STORE DATA to the instance: %d blocks", len(got))
+			}
 			// Once PERSONALIZED, the SP SD's keys cannot be replaced through
 			// the central SD any more (DESIGN.md 6).
 			h.must(up(cmdBytes(0x80, 0xE6, 0x20, 0x00, lvs(nil, nil, sp.sd, nil, nil), true)), apdu.SWOK)

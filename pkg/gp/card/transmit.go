@@ -311,6 +311,12 @@ func (r *request) dispatch() ([]byte, uint16) {
 			return nil, apdu.SWConditionsNotSatisfied
 		}
 	}
+	if (r.sel.locked() || r.sd.locked()) && r.cmd.INS != 0xCA && r.cmd.INS != 0xCB {
+		// A LOCKED application or SD that is still selected (it was locked
+		// from another channel, or locked itself) processes nothing more
+		// (GPC 5.3.1.4, 5.3.2.4).
+		return nil, apdu.SWConditionsNotSatisfied
+	}
 	if !r.sel.isSD() {
 		return r.appCommand()
 	}
