@@ -66,7 +66,7 @@ func (f *recordingFleet) Write(fn func(app.FleetWriter) error) error {
 	return err
 }
 
-func (f *recordingFleet) last(t *testing.T) events.SEExecuted {
+func (f *recordingFleet) last(t testing.TB) events.SEExecuted {
 	t.Helper()
 	f.mu.Lock()
 	defer f.mu.Unlock()
