@@ -1,0 +1,153 @@
+// Package adapters implements the script router's app ports on the service's
+// bbolt file (through pkg/bus, so the inbox and the outbox share each
+// transaction) and its outgoing CloudEvents.
+//
+// Buckets:
+//
+//	scripts.inflight  scriptId -> domain.Script (JSON). System of record: a
+//	                  script accepted and routed, waiting for the SE's result;
+//	                  deleted in the transaction that emits ScriptCompleted.
+//	scripts.summary   scriptId -> domain.Summary (JSON). System of record for
+//	                  GET /v1/scripts/{id} after completion: state and counts,
+//	                  no APDU data; pruned after the configured retention.
+package adapters
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/tsmhub/tsmhub/pkg/bus"
+	"github.com/tsmhub/tsmhub/services/scriptrouter/app"
+	"github.com/tsmhub/tsmhub/services/scriptrouter/domain"
+)
+
+// Bucket names of the script router.
+const (
+	BucketInFlight = "scripts.inflight"
+	BucketSummary  = "scripts.summary"
+)
+
+// Buckets lists the buckets to create at start-up.
+var Buckets = []string{BucketInFlight, BucketSummary}
+
+// Store implements app.Transactor on a bus.Store.
+type Store struct {
+	bus    *bus.Store
+	outbox OutboxConfig
+}
+
+// NewStore returns the transactor; events are emitted as described by cfg.
+func NewStore(s *bus.Store, cfg OutboxConfig) *Store { return &Store{bus: s, outbox: cfg} }
+
+// Update implements app.Transactor.
+func (s *Store) Update(fn func(app.Tx) error) error {
+	return s.bus.Update(func(tx *bus.Tx) error {
+		return fn(&txn{tx: tx, scripts: scripts{tx: tx.Tx}, outbox: outbox{tx: tx, cfg: s.outbox}})
+	})
+}
+
+// View implements app.Transactor.
+func (s *Store) View(fn func(app.Scripts) error) error {
+	return s.bus.DB().View(func(tx *bolt.Tx) error { return fn(scripts{tx: tx}) })
+}
+
+// InFlightCount returns the number of scripts in flight (a metric).
+func (s *Store) InFlightCount() int {
+	n := 0
+	_ = s.bus.DB().View(func(tx *bolt.Tx) error {
+		n = tx.Bucket([]byte(BucketInFlight)).Stats().KeyN
+		return nil
+	})
+	return n
+}
+
+// PruneSummaries deletes the summaries of scripts completed before cutoff and
+// returns how many it deleted.
+func (s *Store) PruneSummaries(cutoff time.Time) (int, error) {
+	var n int
+	err := s.bus.Update(func(tx *bus.Tx) error {
+		n = 0
+		b := tx.Bucket([]byte(BucketSummary))
+		var old [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			var sum domain.Summary
+			if err := json.Unmarshal(v, &sum); err != nil || sum.CompletedAt == nil || sum.CompletedAt.Before(cutoff) {
+				old = append(old, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range old {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		n = len(old)
+		return nil
+	})
+	return n, err
+}
+
+type txn struct {
+	tx      *bus.Tx
+	scripts scripts
+	outbox  outbox
+}
+
+func (t *txn) MarkProcessed(inbox, eventID string) (bool, error) {
+	return t.tx.MarkProcessed(inbox, eventID)
+}
+func (t *txn) Scripts() app.Scripts { return t.scripts }
+func (t *txn) Outbox() app.Outbox   { return t.outbox }
+
+// scripts is the repository of both buckets inside one bbolt transaction.
+type scripts struct{ tx *bolt.Tx }
+
+func (s scripts) InFlight(scriptID string) (domain.Script, error) {
+	var script domain.Script
+	return script, s.get(BucketInFlight, scriptID, &script)
+}
+
+func (s scripts) PutInFlight(script domain.Script) error {
+	return s.put(BucketInFlight, script.ScriptID, script)
+}
+
+func (s scripts) DeleteInFlight(scriptID string) error {
+	return s.tx.Bucket([]byte(BucketInFlight)).Delete([]byte(scriptID))
+}
+
+func (s scripts) Summary(scriptID string) (domain.Summary, error) {
+	var sum domain.Summary
+	return sum, s.get(BucketSummary, scriptID, &sum)
+}
+
+func (s scripts) PutSummary(sum domain.Summary) error {
+	return s.put(BucketSummary, sum.ScriptID, sum)
+}
+
+func (s scripts) get(bucket, key string, v any) error {
+	if key == "" {
+		return app.ErrNotFound
+	}
+	raw := s.tx.Bucket([]byte(bucket)).Get([]byte(key))
+	if raw == nil {
+		return app.ErrNotFound
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("%s %s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+func (s scripts) put(bucket, key string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return s.tx.Bucket([]byte(bucket)).Put([]byte(key), raw)
+}

@@ -1,0 +1,224 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tsmhub/tsmhub/pkg/contract"
+	"github.com/tsmhub/tsmhub/pkg/events"
+	"github.com/tsmhub/tsmhub/pkg/topology"
+	"github.com/tsmhub/tsmhub/services/scriptrouter/domain"
+)
+
+// Config configures the use cases.
+type Config struct {
+	// DefaultLimits apply when a ScriptRequested carries no limit of its own.
+	DefaultLimits domain.Limits
+	// Authorizer decides whether an SP may send a script (AllowAll if nil).
+	Authorizer Authorizer
+	// Now is the clock (time.Now if nil).
+	Now func() time.Time
+}
+
+// App is the script router's use cases.
+type App struct {
+	cfg   Config
+	store Transactor
+}
+
+// New returns the use cases on store.
+func New(cfg Config, store Transactor) *App {
+	if cfg.Authorizer == nil {
+		cfg.Authorizer = AllowAll{}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &App{cfg: cfg, store: store}
+}
+
+// Outcomes of a use case, for logs and metrics.
+const (
+	OutcomeRouted    = "routed"
+	OutcomeRejected  = "rejected"
+	OutcomeCompleted = "completed"
+	OutcomeDuplicate = "duplicate"
+)
+
+// Result says what a use case did once its transaction committed.
+type Result struct {
+	// Outcome is one of the Outcome* constants.
+	Outcome string
+	// Status of the ScriptCompleted emitted (rejected and completed only).
+	Status contract.Status
+	// Error of the ScriptCompleted emitted, if any.
+	Error *contract.Error
+	// Commands is the number of commands in the script.
+	Commands int
+}
+
+// RequestScript handles a script the conversation service accepted. A script
+// that fails validation, the securing check, its validity or authorization is
+// answered at once with a ScriptCompleted (Failed or Expired); a good one is
+// stored in flight and handed to the MNO adapter of the SE's MNO. The same
+// event, or the same script id under another event, is routed only once.
+//
+// stepErr is set when the event did not match its published schema but could
+// still be decoded: the SP is answered rather than left waiting, with the
+// script's own faults first (they say what to fix) and INTERNAL_ERROR otherwise.
+func (a *App) RequestScript(ctx context.Context, msg Message, req events.ScriptRequested, stepErr error) (Result, error) {
+	now := a.cfg.Now().UTC()
+	limits := domain.Limits{MaxAPDUs: req.MaxAPDUsPerScript, MaxBytes: req.MaxScriptBytes}.WithDefaults(a.cfg.DefaultLimits)
+	commands, rej := domain.ValidateScript(req.Commands, req.Securing, limits)
+	if rej == nil && stepErr != nil {
+		rej = domain.Reject(contract.CodeInternalError, "the central TSM passed the script on malformed; contact its operator")
+	}
+	if rej == nil && !req.ValidUntil.IsZero() && now.After(req.ValidUntil) {
+		rej = domain.Reject(contract.CodeExpired, "the request's validity ended at %s before the script could be routed",
+			req.ValidUntil.UTC().Format(time.RFC3339))
+	}
+	if rej == nil && !topology.ValidToken(req.MNO) {
+		// The conversation took the MNO from the registry: a missing one is
+		// our fault, not the SP's, but the SP must still get an answer.
+		rej = domain.Reject(contract.CodeInternalError, "the SE has no usable MNO to deliver the script through; contact the central TSM operator")
+	}
+	if rej == nil {
+		var err error
+		rej, err = a.cfg.Authorizer.Authorize(ctx, AuthorizationRequest{Request: req.Request, ConversationID: req.ConversationID,
+			SEID: req.SEID, TargetAID: req.TargetAID, Securing: req.Securing, Commands: commands})
+		if err != nil {
+			return Result{}, fmt.Errorf("authorize script %s: %w", req.ScriptID, err)
+		}
+	}
+	script := domain.Script{ScriptID: req.ScriptID, ConversationID: req.ConversationID, SEID: req.SEID, MNO: req.MNO,
+		Request: req.Request, ContinueOnError: req.ContinueOnError, ValidUntil: req.ValidUntil, AcceptedAt: now}
+	script.Commands = make([]string, len(commands))
+	for i, c := range commands {
+		script.Commands[i] = c.Hex
+	}
+	var res Result
+	err := a.store.Update(func(tx Tx) error {
+		res = Result{Commands: len(req.Commands)}
+		first, err := tx.MarkProcessed(msg.Inbox, msg.EventID)
+		if err != nil || !first {
+			res.Outcome = OutcomeDuplicate
+			return err
+		}
+		if seen, err := scriptKnown(tx.Scripts(), req.ScriptID); err != nil || seen {
+			// Same script re-requested under a new event id: it is already
+			// routed (or answered); routing it again would run it twice.
+			res.Outcome = OutcomeDuplicate
+			return err
+		}
+		if rej != nil {
+			resp := domain.RejectedResponse(req.ConversationID, rej)
+			res.Outcome, res.Status, res.Error = OutcomeRejected, resp.Status, resp.Error
+			if err := tx.Scripts().PutSummary(domain.CompletedSummary(script, resp, now)); err != nil {
+				return err
+			}
+			return tx.Outbox().CompleteScript(msg.CorrelationID, completed(script, resp))
+		}
+		res.Outcome = OutcomeRouted
+		if err := tx.Scripts().PutInFlight(script); err != nil {
+			return err
+		}
+		return tx.Outbox().DeliverToMNO(script.MNO, msg.CorrelationID, events.MNODeliver{Request: script.Request,
+			ConversationID: script.ConversationID, ScriptID: script.ScriptID, SEID: script.SEID,
+			Commands: script.Commands, ContinueOnError: script.ContinueOnError, ValidUntil: script.ValidUntil})
+	})
+	return res, err
+}
+
+// ErrScriptNotInFlight is returned when an SE result names a script the router
+// never routed or has lost: nothing can be answered; the event is dead-lettered.
+var ErrScriptNotInFlight = errors.New("script not in flight")
+
+// ErrSEMismatch is returned when an SE result comes from another SE than the
+// one the script was routed to.
+var ErrSEMismatch = errors.New("result from another SE")
+
+// CompleteScript handles the SE's result of a script in flight: it builds the
+// send-script response, emits ScriptCompleted and forgets the script, in one
+// transaction. A result for a script that already completed is a duplicate.
+// stepErr is set when the result did not match its published schema: the
+// script then ends Failed (INTERNAL_ERROR, outcome unknown) instead of
+// staying in flight until its conversation expires.
+func (a *App) CompleteScript(_ context.Context, msg Message, ex events.SEExecuted, stepErr error) (Result, error) {
+	now := a.cfg.Now().UTC()
+	var res Result
+	err := a.store.Update(func(tx Tx) error {
+		res = Result{}
+		first, err := tx.MarkProcessed(msg.Inbox, msg.EventID)
+		if err != nil || !first {
+			res.Outcome = OutcomeDuplicate
+			return err
+		}
+		script, err := tx.Scripts().InFlight(ex.ScriptID)
+		if errors.Is(err, ErrNotFound) {
+			if _, serr := tx.Scripts().Summary(ex.ScriptID); serr == nil {
+				res.Outcome = OutcomeDuplicate
+				return nil
+			}
+			return fmt.Errorf("%w: script %s of SE %s (conversation %s) is unknown to the router: its state was lost",
+				ErrScriptNotInFlight, ex.ScriptID, ex.SEID, ex.ConversationID)
+		}
+		if err != nil {
+			return err
+		}
+		if script.SEID != ex.SEID {
+			return fmt.Errorf("%w: script %s was routed to SE %s but the result comes from SE %s",
+				ErrSEMismatch, ex.ScriptID, script.SEID, ex.SEID)
+		}
+		seErr := ex.Error
+		if stepErr != nil {
+			seErr = contract.Errorf(contract.CodeInternalError,
+				"the SE's result reached the central TSM malformed; the outcome of the script is unknown: check the SE's state before resending")
+		}
+		resp := domain.BuildResponse(script, ex.Responses, seErr)
+		res.Outcome, res.Status, res.Error, res.Commands = OutcomeCompleted, resp.Status, resp.Error, len(script.Commands)
+		if err := tx.Scripts().DeleteInFlight(script.ScriptID); err != nil {
+			return err
+		}
+		if err := tx.Scripts().PutSummary(domain.CompletedSummary(script, resp, now)); err != nil {
+			return err
+		}
+		return tx.Outbox().CompleteScript(msg.CorrelationID, completed(script, resp))
+	})
+	return res, err
+}
+
+// Summary returns the state and counts of a script (in flight or completed),
+// or ErrNotFound.
+func (a *App) Summary(scriptID string) (domain.Summary, error) {
+	var sum domain.Summary
+	err := a.store.View(func(s Scripts) error {
+		script, err := s.InFlight(scriptID)
+		if err == nil {
+			sum = script.InFlightSummary()
+			return nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		sum, err = s.Summary(scriptID)
+		return err
+	})
+	return sum, err
+}
+
+func scriptKnown(s Scripts, scriptID string) (bool, error) {
+	if _, err := s.InFlight(scriptID); err == nil || !errors.Is(err, ErrNotFound) {
+		return err == nil, err
+	}
+	if _, err := s.Summary(scriptID); err == nil || !errors.Is(err, ErrNotFound) {
+		return err == nil, err
+	}
+	return false, nil
+}
+
+func completed(s domain.Script, resp contract.SendScriptResponse) events.ScriptCompleted {
+	return events.ScriptCompleted{Request: s.Request, ConversationID: s.ConversationID, ScriptID: s.ScriptID,
+		SEID: s.SEID, Response: resp}
+}

@@ -1,0 +1,180 @@
+// Package ports connects the script router's use cases to the outside: the
+// bus handlers of its two consumers and its HTTP routes.
+package ports
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tsmhub/tsmhub/pkg/bus"
+	"github.com/tsmhub/tsmhub/pkg/events"
+	"github.com/tsmhub/tsmhub/pkg/topology"
+	"github.com/tsmhub/tsmhub/services/scriptrouter/app"
+)
+
+// Handlers are the bus handlers of the script router.
+type Handlers struct {
+	App     *app.App
+	Schemas *bus.Schemas
+	Log     *slog.Logger
+	Metrics *Metrics
+}
+
+// Requested handles events.ScriptRequested (consumer topology.ScriptRouterRequested).
+func (h *Handlers) Requested(ctx context.Context, d *bus.Delivery) error {
+	var req events.ScriptRequested
+	if err := decode(d, events.TypeScriptRequested, &req); err != nil {
+		return bus.Permanent(err)
+	}
+	if err := checkIDs(d, req.SEID, req.ScriptID); err != nil {
+		return bus.Permanent(err)
+	}
+	log := h.Log.With("seId", req.SEID, "conversationId", req.ConversationID, "scriptId", req.ScriptID,
+		"spId", req.Request.SPID)
+	stepErr := h.checkSchema(d, log)
+	res, err := h.App.RequestScript(ctx, message(topology.ScriptRouterRequested, d, req.Request.RequestID), req, stepErr)
+	if err != nil {
+		return err
+	}
+	h.Metrics.record(res)
+	log = log.With("commands", res.Commands)
+	switch res.Outcome {
+	case app.OutcomeRouted:
+		log.Info("script routed", "mno", req.MNO)
+	case app.OutcomeRejected:
+		log.Info("script rejected", "status", res.Status, "code", res.Error.Code)
+	default:
+		log.Info("duplicate script request ignored", "eventId", d.Event.ID())
+	}
+	return nil
+}
+
+// Executed handles events.SEExecuted (consumer topology.ScriptRouterExecuted).
+func (h *Handlers) Executed(ctx context.Context, d *bus.Delivery) error {
+	var ex events.SEExecuted
+	if err := decode(d, events.TypeSEExecuted, &ex); err != nil {
+		return bus.Permanent(err)
+	}
+	if err := checkIDs(d, ex.SEID, ex.ScriptID); err != nil {
+		return bus.Permanent(err)
+	}
+	log := h.Log.With("seId", ex.SEID, "conversationId", ex.ConversationID, "scriptId", ex.ScriptID)
+	stepErr := h.checkSchema(d, log)
+	res, err := h.App.CompleteScript(ctx, message(topology.ScriptRouterExecuted, d, ex.Request.RequestID), ex, stepErr)
+	if errors.Is(err, app.ErrScriptNotInFlight) || errors.Is(err, app.ErrSEMismatch) {
+		return bus.Permanent(err)
+	}
+	if err != nil {
+		return err
+	}
+	h.Metrics.record(res)
+	if res.Outcome == app.OutcomeCompleted {
+		attrs := []any{"status", res.Status, "commands", res.Commands, "responses", len(ex.Responses)}
+		if res.Error != nil {
+			attrs = append(attrs, "code", res.Error.Code)
+		}
+		log.Info("script completed", attrs...)
+	} else {
+		log.Info("duplicate SE result ignored", "eventId", d.Event.ID())
+	}
+	return nil
+}
+
+// decode checks the CloudEvent and its type and unmarshals the data into v.
+// Any error is permanent: the same bytes will never decode better, and without
+// the ids nobody can be answered.
+func decode(d *bus.Delivery, ceType string, v any) error {
+	if d.DecodeErr != nil {
+		return fmt.Errorf("not a CloudEvent: %w", d.DecodeErr)
+	}
+	if err := d.Event.Validate(); err != nil {
+		return fmt.Errorf("invalid CloudEvent: %w", err)
+	}
+	if t := d.Event.Type(); t != ceType {
+		return fmt.Errorf("ce-type %q on %s: want %q", t, d.Subject, ceType)
+	}
+	if err := json.Unmarshal(d.Event.Data(), v); err != nil {
+		return fmt.Errorf("data of %s: %w", ceType, err)
+	}
+	return nil
+}
+
+// checkSchema validates the data against the published schema of its type,
+// when there is one. The returned error, and the log line, name the JSON
+// locations at fault only: the schema library quotes offending values, which
+// may be APDU data.
+func (h *Handlers) checkSchema(d *bus.Delivery, log *slog.Logger) error {
+	ceType := d.Event.Type()
+	if h.Schemas == nil || !h.Schemas.Has(ceType) {
+		return nil
+	}
+	err := h.Schemas.Validate(ceType, d.Event.Data())
+	if err == nil {
+		return nil
+	}
+	var at []string
+	for _, m := range schemaLocations.FindAllStringSubmatch(err.Error(), 5) {
+		at = append(at, m[1])
+	}
+	locations := strings.Join(at, ", ")
+	log.Warn("event does not match its schema", "type", ceType, "eventId", d.Event.ID(), "at", locations)
+	return fmt.Errorf("data does not match the %s schema at %s", ceType, locations)
+}
+
+// schemaLocations finds the JSON pointers in bus.Schemas.Validate's message
+// ("at /commands/1: ...; at /seId: ...").
+var schemaLocations = regexp.MustCompile(`(?:^|; )at (/[^:\s]*):`)
+
+// checkIDs makes sure the payload's SE is the one of the subject (per-SE
+// ordering relies on it) and that the script can be keyed.
+func checkIDs(d *bus.Delivery, seID, scriptID string) error {
+	if !topology.ValidSEID(seID) {
+		return fmt.Errorf("seId %q is not an uppercase hex CIN", seID)
+	}
+	if tok := d.Token(2); tok != seID {
+		return fmt.Errorf("subject %s names SE %s but the event is for SE %s", d.Subject, tok, seID)
+	}
+	if scriptID == "" {
+		return errors.New("scriptId is empty")
+	}
+	return nil
+}
+
+// message builds the app's view of a delivery. The correlation id falls back
+// to the request id, which is what it is by definition.
+func message(c topology.Consumer, d *bus.Delivery, requestID string) app.Message {
+	corr := bus.StringExtension(d.Event, bus.ExtCorrelationID)
+	if corr == "" {
+		corr = requestID
+	}
+	return app.Message{Inbox: c.Name, EventID: d.Event.ID(), CorrelationID: corr}
+}
+
+// Metrics are the script router's own series.
+type Metrics struct {
+	scripts *prometheus.CounterVec
+}
+
+// NewMetrics registers the series on reg; inFlight reports the scripts in flight.
+func NewMetrics(reg prometheus.Registerer, inFlight func() float64) *Metrics {
+	m := &Metrics{scripts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tsm_scriptrouter_scripts_total",
+		Help: "Scripts handled, by outcome (routed, rejected, completed, duplicate) and status of the response."},
+		[]string{"outcome", "status"})}
+	reg.MustRegister(m.scripts, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tsm_scriptrouter_scripts_in_flight",
+		Help: "Scripts routed to an MNO adapter and waiting for the SE's result."}, inFlight))
+	return m
+}
+
+func (m *Metrics) record(res app.Result) {
+	if m == nil {
+		return
+	}
+	m.scripts.WithLabelValues(res.Outcome, string(res.Status)).Inc()
+}
