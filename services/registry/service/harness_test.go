@@ -1,0 +1,270 @@
+package service_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tsmhub/tsmhub/pkg/bus"
+	"github.com/tsmhub/tsmhub/pkg/natsembed"
+	"github.com/tsmhub/tsmhub/pkg/servicekit"
+
+	"github.com/tsmhub/tsmhub/services/registry/service"
+)
+
+// waitTimeout bounds every wait of these tests: generous, because they must
+// pass on a loaded 2-core machine.
+const waitTimeout = 30 * time.Second
+
+// eventually polls cond until it holds or the deadline passes; cond says
+// what it saw, for the failure message.
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	delay := 5 * time.Millisecond
+	for {
+		ok, seen := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached within %v; last seen: %s", what, waitTimeout, seen)
+		}
+		time.Sleep(delay) // polling interval, not synchronisation: the condition decides
+		if delay < 100*time.Millisecond {
+			delay *= 2
+		}
+	}
+}
+
+// logBuffer collects the service's log lines so tests can assert what never
+// appears in them.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// harness is one registry running in-process on an embedded NATS server.
+type harness struct {
+	t       *testing.T
+	baseURL string
+	dbPath  string
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	logs    *logBuffer
+	schemas *bus.Schemas
+}
+
+// testKEK is the key-encryption key of the test registry.
+var testKEK = bytes.Repeat([]byte{0x5A}, 32)
+
+type harnessOption func(*service.Config)
+
+func withClock(now func() time.Time) harnessOption {
+	return func(c *service.Config) { c.Now = now }
+}
+
+func startRegistry(t *testing.T, opts ...harnessOption) *harness {
+	t.Helper()
+	ns, err := natsembed.Start(natsembed.Config{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	dataDir := t.TempDir()
+	bound := make(chan string, 1)
+	logs := &logBuffer{}
+	cfg := service.Config{
+		Kit: servicekit.Config{NATSURL: ns.ClientURL(), DataDir: dataDir, HTTPAddr: "127.0.0.1:0", HTTPBound: bound,
+			Workers: 8, Log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))},
+		KEK:             testKEK,
+		ImportBatchSize: 1000,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- service.Run(ctx, cfg) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("registry stopped with %v", err)
+			}
+		case <-time.After(waitTimeout):
+			t.Errorf("registry did not stop within %v", waitTimeout)
+		}
+	})
+	h := &harness{t: t, dbPath: filepath.Join(dataDir, "registry.db"), logs: logs}
+	select {
+	case addr := <-bound:
+		h.baseURL = "http://" + addr
+	case err := <-done:
+		t.Fatalf("registry did not start: %v", err)
+	case <-time.After(waitTimeout):
+		t.Fatal("registry did not bind its HTTP address")
+	}
+	if h.nc, err = nats.Connect(ns.ClientURL()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.nc.Close)
+	if h.js, err = jetstream.New(h.nc); err != nil {
+		t.Fatal(err)
+	}
+	if h.schemas, err = bus.LoadSchemas(); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// httpResult is an HTTP response read in full.
+type httpResult struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (r httpResult) decode(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("response body %s: %v", r.Body, err)
+	}
+}
+
+// do sends body (a string is sent as is, anything else as JSON).
+func (h *harness) do(method, path string, body any) httpResult {
+	h.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, h.baseURL+path, rd)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	client := &http.Client{Timeout: 2 * waitTimeout}
+	resp, err := client.Do(req)
+	if err != nil {
+		h.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return httpResult{Status: resp.StatusCode, Header: resp.Header, Body: raw}
+}
+
+// mustDo is do with an expected status.
+func (h *harness) mustDo(method, path string, body any, status int) httpResult {
+	h.t.Helper()
+	r := h.do(method, path, body)
+	if r.Status != status {
+		h.t.Fatalf("%s %s: status %d, want %d; body %s", method, path, r.Status, status, r.Body)
+	}
+	return r
+}
+
+// lastRecord waits for the latest message on a registry subject that satisfies
+// accept (nil: any) and returns it.
+func (h *harness) lastRecord(subject string, accept func(*jetstream.RawStreamMsg) bool) *jetstream.RawStreamMsg {
+	h.t.Helper()
+	var msg *jetstream.RawStreamMsg
+	eventually(h.t, "record on "+subject, func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s, err := h.js.Stream(ctx, "TSM_REG")
+		if err != nil {
+			return false, err.Error()
+		}
+		m, err := s.GetLastMsgForSubject(ctx, subject)
+		if err != nil {
+			return false, err.Error()
+		}
+		if accept != nil && !accept(m) {
+			return false, string(m.Data)
+		}
+		msg = m
+		return true, ""
+	})
+	return msg
+}
+
+// subjectCount returns how many messages a stream holds on subjects matching filter.
+func (h *harness) subjectCount(stream, filter string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := h.js.Stream(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range info.State.Subjects {
+		n += int(c)
+	}
+	return n, nil
+}
+
+// requestsDrained reports whether the registry's request consumer has
+// acknowledged everything the requests stream holds.
+func (h *harness) requestsDrained() (bool, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := h.js.Consumer(ctx, "TSM_REQ", "registry-requests")
+	if err != nil {
+		return false, err.Error()
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return false, err.Error()
+	}
+	return info.NumPending == 0 && info.NumAckPending == 0,
+		"pending " + itoa(info.NumPending) + ", ack pending " + itoa(uint64(info.NumAckPending))
+}
+
+func itoa(n uint64) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}

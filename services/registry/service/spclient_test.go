@@ -1,0 +1,145 @@
+package service_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tsmhub/tsmhub/pkg/contract"
+	"github.com/tsmhub/tsmhub/pkg/topology"
+)
+
+// spTester plays an SP TSM: it publishes requests as binary-mode CloudEvents
+// with nats.go and reads every response addressed to the SP from the TSM_RES
+// stream with one ordered consumer filtered to tsm.sp.<spId>.res.>.
+type spTester struct {
+	h    *harness
+	spID string
+	mu   sync.Mutex
+	got  []spResponse
+}
+
+// spResponse is one response read from TSM_RES.
+type spResponse struct {
+	Subject string
+	Header  nats.Header
+	Body    []byte
+}
+
+// result decodes status and error of a response body.
+func (r spResponse) result(t *testing.T) contract.Result {
+	t.Helper()
+	var res contract.Result
+	if err := json.Unmarshal(r.Body, &res); err != nil {
+		t.Fatalf("response body %s: %v", r.Body, err)
+	}
+	return res
+}
+
+func newSP(t *testing.T, h *harness, spID string) *spTester {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	cons, err := h.js.OrderedConsumer(ctx, "TSM_RES", jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{"tsm.sp." + spID + ".res.>"}, DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &spTester{h: h, spID: spID}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		s.mu.Lock()
+		s.got = append(s.got, spResponse{Subject: m.Subject(), Header: m.Headers(), Body: m.Data()})
+		s.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cc.Stop)
+	return s
+}
+
+// requestMsg builds a well-formed request of op; tests spoil it to taste.
+func (s *spTester) requestMsg(op, ceID string, body any) *nats.Msg {
+	m := nats.NewMsg(topology.SPRequest(s.spID, op))
+	m.Header.Set("ce-specversion", "1.0")
+	m.Header.Set("ce-id", ceID)
+	m.Header.Set("ce-source", topology.SPSourcePrefix+s.spID)
+	m.Header.Set("ce-type", "tsm."+op+".request")
+	m.Header.Set("ce-time", time.Now().UTC().Format(time.RFC3339Nano))
+	m.Header.Set("content-type", "application/json")
+	switch b := body.(type) {
+	case string:
+		m.Data = []byte(b)
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			panic(err)
+		}
+		m.Data = raw
+	}
+	return m
+}
+
+// publish puts a request on the bus. No Nats-Msg-Id: the tests re-send
+// requests on purpose, faster than the requests stream's dedup window.
+func (s *spTester) publish(t *testing.T, m *nats.Msg) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if _, err := s.h.js.PublishMsg(ctx, m); err != nil {
+		t.Fatalf("publish %s: %v", m.Subject, err)
+	}
+}
+
+// send publishes a well-formed request.
+func (s *spTester) send(t *testing.T, op, ceID string, body any) {
+	t.Helper()
+	s.publish(t, s.requestMsg(op, ceID, body))
+}
+
+// await waits until n responses correlated to ceID have arrived and
+// returns them in stream order.
+func (s *spTester) await(t *testing.T, ceID string, n int) []spResponse {
+	t.Helper()
+	return s.awaitMatching(t, "response to "+ceID, n, func(r spResponse) bool {
+		return r.Header.Get("ce-correlationid") == ceID
+	})
+}
+
+// awaitMatching waits until n responses satisfy match.
+func (s *spTester) awaitMatching(t *testing.T, what string, n int, match func(spResponse) bool) []spResponse {
+	t.Helper()
+	var out []spResponse
+	eventually(t, what, func() (bool, string) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		out = out[:0]
+		for _, r := range s.got {
+			if match(r) {
+				out = append(out, r)
+			}
+		}
+		return len(out) >= n, fmt.Sprintf("%d of %d (%d responses in all)", len(out), n, len(s.got))
+	})
+	return out
+}
+
+// call sends a well-formed request and returns its one response.
+func (s *spTester) call(t *testing.T, op, ceID string, body any) spResponse {
+	t.Helper()
+	s.send(t, op, ceID, body)
+	return s.await(t, ceID, 1)[0]
+}
+
+// all returns every response received so far.
+func (s *spTester) all() []spResponse {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]spResponse(nil), s.got...)
+}
