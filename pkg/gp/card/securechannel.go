@@ -138,7 +138,7 @@ func (r *request) externalAuthenticate() ([]byte, uint16) {
 }
 
 // validLevel checks the EXTERNAL AUTHENTICATE security level against the
-// protocol and its i parameter (Amd D Table 5-1 / 7-?; GPC Table E-1).
+// protocol and its i parameter (Amd D Table 5-1 and 7.1.2; GPC Table E-1).
 func validLevel(scp, i, level byte) bool {
 	switch scp {
 	case 3:

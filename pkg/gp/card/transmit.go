@@ -375,7 +375,7 @@ func (c *Card) readChallenge(n int) ([]byte, bool) {
 	return b, true
 }
 
-// ancestors returns true when e is in the sub-hierarchy of sd (sd itself
+// inHierarchy reports whether e is in the sub-hierarchy of sd (sd itself
 // included), following associated SDs (GPC 6.5, 9.1).
 func (st *state) inHierarchy(e, sd *entry) bool {
 	for cur, n := e, 0; cur != nil && n < 64; n++ {
