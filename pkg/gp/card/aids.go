@@ -85,11 +85,17 @@ const (
 // (gp-card.md 3.2). 01-03 are the GPPro values; 10-12 are ours, for the
 // Appendix C keys of the issuer's SDs.
 const (
-	DivENC     byte = 0x01
-	DivMAC     byte = 0x02
-	DivDEK     byte = 0x03
-	DivDAP     byte = 0x10
-	DivToken   byte = 0x11
+	// DivENC diversifies Key-ENC.
+	DivENC byte = 0x01
+	// DivMAC diversifies Key-MAC.
+	DivMAC byte = 0x02
+	// DivDEK diversifies Key-DEK.
+	DivDEK byte = 0x03
+	// DivDAP diversifies an SD's AES DAP verification key.
+	DivDAP byte = 0x10
+	// DivToken diversifies the AES token verification key.
+	DivToken byte = 0x11
+	// DivReceipt diversifies the AES receipt generation key.
 	DivReceipt byte = 0x12
 )
 

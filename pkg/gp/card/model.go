@@ -91,26 +91,46 @@ type Privileges [3]byte
 // Privilege bits, as (byte index, mask); the multi-bit values (DAP, DM,
 // Mandated DAP) include the Security Domain bit as the tables require.
 var (
-	PrivSecurityDomain        = Privileges{0x80, 0, 0}
-	PrivDAPVerification       = Privileges{0xC0, 0, 0}
-	PrivDelegatedManagement   = Privileges{0xA0, 0, 0}
-	PrivCardLock              = Privileges{0x10, 0, 0}
-	PrivCardTerminate         = Privileges{0x08, 0, 0}
-	PrivCardReset             = Privileges{0x04, 0, 0}
-	PrivCVMManagement         = Privileges{0x02, 0, 0}
-	PrivMandatedDAP           = Privileges{0xC1, 0, 0}
-	PrivTrustedPath           = Privileges{0, 0x80, 0}
-	PrivAuthorizedManagement  = Privileges{0, 0x40, 0}
-	PrivTokenVerification     = Privileges{0, 0x20, 0}
-	PrivGlobalDelete          = Privileges{0, 0x10, 0}
-	PrivGlobalLock            = Privileges{0, 0x08, 0}
-	PrivGlobalRegistry        = Privileges{0, 0x04, 0}
-	PrivFinalApplication      = Privileges{0, 0x02, 0}
-	PrivGlobalService         = Privileges{0, 0x01, 0}
-	PrivReceiptGeneration     = Privileges{0, 0, 0x80}
+	// PrivSecurityDomain is Security Domain (privilege 0).
+	PrivSecurityDomain = Privileges{0x80, 0, 0}
+	// PrivDAPVerification is DAP Verification (1).
+	PrivDAPVerification = Privileges{0xC0, 0, 0}
+	// PrivDelegatedManagement is Delegated Management (2).
+	PrivDelegatedManagement = Privileges{0xA0, 0, 0}
+	// PrivCardLock is Card Lock (3).
+	PrivCardLock = Privileges{0x10, 0, 0}
+	// PrivCardTerminate is Card Terminate (4).
+	PrivCardTerminate = Privileges{0x08, 0, 0}
+	// PrivCardReset is Card Reset (5).
+	PrivCardReset = Privileges{0x04, 0, 0}
+	// PrivCVMManagement is CVM Management (6).
+	PrivCVMManagement = Privileges{0x02, 0, 0}
+	// PrivMandatedDAP is Mandated DAP Verification (7).
+	PrivMandatedDAP = Privileges{0xC1, 0, 0}
+	// PrivTrustedPath is Trusted Path (8).
+	PrivTrustedPath = Privileges{0, 0x80, 0}
+	// PrivAuthorizedManagement is Authorized Management (9).
+	PrivAuthorizedManagement = Privileges{0, 0x40, 0}
+	// PrivTokenVerification is Token Verification (10).
+	PrivTokenVerification = Privileges{0, 0x20, 0}
+	// PrivGlobalDelete is Global Delete (11).
+	PrivGlobalDelete = Privileges{0, 0x10, 0}
+	// PrivGlobalLock is Global Lock (12).
+	PrivGlobalLock = Privileges{0, 0x08, 0}
+	// PrivGlobalRegistry is Global Registry (13).
+	PrivGlobalRegistry = Privileges{0, 0x04, 0}
+	// PrivFinalApplication is Final Application (14).
+	PrivFinalApplication = Privileges{0, 0x02, 0}
+	// PrivGlobalService is Global Service (15).
+	PrivGlobalService = Privileges{0, 0x01, 0}
+	// PrivReceiptGeneration is Receipt Generation (16).
+	PrivReceiptGeneration = Privileges{0, 0, 0x80}
+	// PrivCipheredLoadFileBlock is Ciphered Load File Data Block (17).
 	PrivCipheredLoadFileBlock = Privileges{0, 0, 0x40}
+	// PrivContactlessActivation is Contactless Activation (18).
 	PrivContactlessActivation = Privileges{0, 0, 0x20}
-	PrivContactlessSelfAct    = Privileges{0, 0, 0x10}
+	// PrivContactlessSelfAct is Contactless Self-Activation (19).
+	PrivContactlessSelfAct = Privileges{0, 0, 0x10}
 )
 
 // Has reports whether every bit of q is set in p.
