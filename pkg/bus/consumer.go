@@ -213,7 +213,7 @@ func (w *consumerRun) run(ctx context.Context) error {
 		go func(ch chan jetstream.Msg) {
 			defer wg.Done()
 			for m := range ch {
-				w.process(workCtx, m)
+				w.process(workCtx, ctx, m)
 				w.mu.Lock()
 				delete(w.pending, m)
 				w.mu.Unlock()
@@ -284,7 +284,14 @@ func (w *consumerRun) stripe(subject string) int {
 }
 
 // process runs the handler with in-place retries, then acks, or dead-letters.
-func (w *consumerRun) process(ctx context.Context, m jetstream.Msg) {
+// ctx is handed to the handler and is not cancelled at shutdown, so a handler
+// finishes its transaction; stop ends the retries and leaves queued messages
+// to be redelivered.
+func (w *consumerRun) process(ctx, stop context.Context, m jetstream.Msg) {
+	if stop.Err() != nil {
+		_ = m.Nak()
+		return
+	}
 	d := &Delivery{Subject: m.Subject(), Header: m.Headers(), Data: m.Data(), msg: m}
 	if md, err := m.Metadata(); err == nil {
 		d.StreamSeq, d.NumDelivered, d.Timestamp = md.Sequence.Stream, md.NumDelivered, md.Timestamp
@@ -314,7 +321,7 @@ func (w *consumerRun) process(ctx context.Context, m jetstream.Msg) {
 			return
 		}
 		lastErr = err
-		if IsPermanent(err) || ctx.Err() != nil {
+		if IsPermanent(err) || stop.Err() != nil || attempt == attempts {
 			break
 		}
 		delay := w.r.cfg.RetryDelays[min(attempt-1, len(w.r.cfg.RetryDelays)-1)]
@@ -322,14 +329,14 @@ func (w *consumerRun) process(ctx context.Context, m jetstream.Msg) {
 			"seq", d.StreamSeq, "attempt", attempt, "retryIn", delay, "error", err)
 		_ = m.InProgress()
 		select {
-		case <-ctx.Done():
+		case <-stop.Done():
 		case <-time.After(delay):
 		}
-		if ctx.Err() != nil {
+		if stop.Err() != nil {
 			break
 		}
 	}
-	if ctx.Err() != nil && !IsPermanent(lastErr) {
+	if stop.Err() != nil && !IsPermanent(lastErr) {
 		// Shutting down: leave the message for redelivery, nothing is lost.
 		_ = m.Nak()
 		return

@@ -188,3 +188,9 @@ func StringExtension(ev event.Event, name string) string {
 
 // NewID returns a unique event id.
 func NewID() string { return nuid.Next() }
+
+// Outgoing is an event to publish on a subject.
+type Outgoing struct {
+	Subject string
+	Event   event.Event
+}

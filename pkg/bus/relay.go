@@ -19,6 +19,9 @@ const relayBatch = 512
 // re-publishes it with the same Nats-Msg-Id, which JetStream (within its
 // duplicate window) and the consumers' inboxes (beyond it) absorb.
 func (s *Store) RunRelay(ctx context.Context, js jetstream.JetStream, log *slog.Logger) {
+	if log == nil {
+		log = slog.Default()
+	}
 	retry := time.Duration(0)
 	for {
 		n, err := s.relayOnce(ctx, js)

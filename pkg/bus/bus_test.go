@@ -1,0 +1,423 @@
+package bus_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/tsmhub/tsmhub/pkg/bus"
+	"github.com/tsmhub/tsmhub/pkg/natsembed"
+	"github.com/tsmhub/tsmhub/pkg/topology"
+)
+
+// startJS runs an embedded JetStream server in a temp dir and creates the streams.
+func startJS(t *testing.T) (jetstream.JetStream, *nats.Conn) {
+	t.Helper()
+	ns, err := natsembed.Start(natsembed.Config{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := bus.EnsureStreams(ctx, js, 1); err != nil {
+		t.Fatal(err)
+	}
+	return js, nc
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func testEvent(t *testing.T, id string, data any) bus.Outgoing {
+	t.Helper()
+	ev, err := bus.NewEvent(id, "urn:tsm:svc:test", "tsmhub.test.v1", "SE01", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bus.Outgoing{Event: ev}
+}
+
+func TestEncodeDecodeBinaryRoundTrip(t *testing.T) {
+	ev := testEvent(t, "id-1", map[string]int{"n": 1}).Event
+	ev.SetExtension(bus.ExtCorrelationID, "req-9")
+	m, err := bus.Encode("tsm.se.SE01.execute", ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Header.Get(bus.HeaderMsgID); got != "id-1" {
+		t.Fatalf("Nats-Msg-Id = %q, want ce-id", got)
+	}
+	if m.Header.Get("ce-specversion") != "1.0" || m.Header.Get("ce-type") != "tsmhub.test.v1" {
+		t.Fatalf("binary headers missing: %v", m.Header)
+	}
+	back, err := bus.Decode(m.Header, m.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.ID() != "id-1" || back.Subject() != "SE01" || bus.StringExtension(back, bus.ExtCorrelationID) != "req-9" {
+		t.Fatalf("round trip lost attributes: %v", back)
+	}
+	if string(back.Data()) != `{"n":1}` {
+		t.Fatalf("data = %s", back.Data())
+	}
+}
+
+func TestDecodeAcceptsPlainContentTypeAndAnyHeaderCase(t *testing.T) {
+	h := nats.Header{}
+	h["Ce-Specversion"] = []string{"1.0"}
+	h["CE-ID"] = []string{"x"}
+	h["ce-source"] = []string{"urn:tsm:sp:bank1"}
+	h["ce-type"] = []string{"tsm.get-se-id.request"}
+	h["content-type"] = []string{"application/json"}
+	ev, err := bus.Decode(h, []byte(`{"msi":"1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.ID() != "x" || ev.DataContentType() != "application/json" {
+		t.Fatalf("decoded %v", ev)
+	}
+	if err := ev.Validate(); err != nil {
+		t.Fatalf("valid event rejected: %v", err)
+	}
+}
+
+func TestDecodeStructuredMode(t *testing.T) {
+	h := nats.Header{}
+	h.Set("content-type", "application/cloudevents+json")
+	body := `{"specversion":"1.0","id":"s1","source":"urn:tsm:sp:bank1","type":"tsm.get-se-id.request","datacontenttype":"application/json","data":{"msi":"1"}}`
+	ev, err := bus.Decode(h, []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.ID() != "s1" || string(ev.Data()) != `{"msi":"1"}` {
+		t.Fatalf("structured decode: %v %s", ev, ev.Data())
+	}
+}
+
+func TestDecodeRejectsNonCloudEvent(t *testing.T) {
+	h := nats.Header{}
+	h.Set("ce-id", "abc")
+	ev, err := bus.Decode(h, []byte("hello"))
+	if !errors.Is(err, bus.ErrNotCloudEvent) {
+		t.Fatalf("err = %v, want ErrNotCloudEvent", err)
+	}
+	if ev.ID() != "abc" {
+		t.Fatalf("id not kept for answering: %q", ev.ID())
+	}
+}
+
+func openStore(t *testing.T, path string) *bus.Store {
+	t.Helper()
+	s, err := bus.OpenStore(bus.StoreConfig{Path: path, Buckets: []string{"state"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestGroupCommitIsolatesFailures(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "s.db"))
+	defer s.Close()
+	var wg sync.WaitGroup
+	errs := make([]error, 200)
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			errs[i] = s.Update(func(tx *bus.Tx) error {
+				if err := tx.Bucket([]byte("state")).Put([]byte(fmt.Sprint(i)), []byte("v")); err != nil {
+					return err
+				}
+				if i%10 == 0 {
+					return fmt.Errorf("fail %d", i)
+				}
+				if i%17 == 0 {
+					panic("boom")
+				}
+				return nil
+			})
+		}(i)
+	}
+	wg.Wait()
+	n := 0
+	_ = s.DB().View(func(tx *bolt.Tx) error {
+		n = tx.Bucket([]byte("state")).Stats().KeyN
+		return nil
+	})
+	want := 0
+	for i := 0; i < 200; i++ {
+		failed := i%10 == 0 || i%17 == 0
+		if failed != (errs[i] != nil) {
+			t.Fatalf("tx %d: err = %v", i, errs[i])
+		}
+		if !failed {
+			want++
+		}
+	}
+	if n != want {
+		t.Fatalf("committed %d keys, want %d: a failing transaction affected others", n, want)
+	}
+}
+
+func TestMarkProcessedAndAcceptRequest(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "s.db"))
+	defer s.Close()
+	var first, second bool
+	_ = s.Update(func(tx *bus.Tx) error { first, _ = tx.MarkProcessed("c", "e1"); return nil })
+	_ = s.Update(func(tx *bus.Tx) error { second, _ = tx.MarkProcessed("c", "e1"); return nil })
+	if !first || second {
+		t.Fatalf("MarkProcessed first=%v second=%v", first, second)
+	}
+	ev := testEvent(t, "r1", map[string]string{"status": "Executed-Success"}).Event
+	err := s.Update(func(tx *bus.Tx) error {
+		_, seen, err := tx.AcceptRequest("bank1/req1")
+		if err != nil || seen {
+			return fmt.Errorf("first accept: seen=%v err=%v", seen, err)
+		}
+		return tx.EmitReply("bank1/req1", "tsm.sp.bank1.res.get-se-id", ev)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Update(func(tx *bus.Tx) error {
+		replies, seen, err := tx.AcceptRequest("bank1/req1")
+		if err != nil || !seen || len(replies) != 1 || replies[0].Event.ID() != "r1" {
+			t.Errorf("second accept: seen=%v replies=%v err=%v", seen, replies, err)
+		}
+		return nil
+	})
+	if got := s.OutboxLen(); got != 1 {
+		t.Fatalf("outbox has %d entries, want 1", got)
+	}
+}
+
+// TestOutboxRelaySurvivesRestart commits events, closes the store before any
+// relay ran (a crash after commit), reopens it and checks every event is
+// published exactly once, in order.
+func TestOutboxRelaySurvivesRestart(t *testing.T) {
+	js, _ := startJS(t)
+	path := filepath.Join(t.TempDir(), "s.db")
+	s := openStore(t, path)
+	for i := 0; i < 50; i++ {
+		err := s.Update(func(tx *bus.Tx) error {
+			ev := testEvent(t, fmt.Sprintf("ev-%03d", i), map[string]int{"i": i}).Event
+			return tx.Emit(topology.SEExecute("SE01"), ev)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s = openStore(t, path)
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.RunRelay(ctx, js, nil)
+	// Run a second relay on the same store to show duplicates are absorbed.
+	go s.RunRelay(ctx, js, nil)
+	eventually(t, 10*time.Second, "outbox drained", func() bool { return s.OutboxLen() == 0 })
+	str, err := js.Stream(ctx, topology.StreamSteps.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := str.Info(ctx)
+	if info.State.Msgs != 50 {
+		t.Fatalf("stream holds %d messages, want 50 (no loss, no duplicate)", info.State.Msgs)
+	}
+	for seq := uint64(1); seq <= 50; seq++ {
+		m, err := str.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("ev-%03d", seq-1); m.Header.Get("ce-id") != want {
+			t.Fatalf("seq %d is %s, want %s (order)", seq, m.Header.Get("ce-id"), want)
+		}
+	}
+}
+
+func publish(t *testing.T, js jetstream.JetStream, subject, id string, data any) {
+	t.Helper()
+	m, err := bus.Encode(subject, testEvent(t, id, data).Event)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testConsumer(name string) topology.Consumer {
+	return topology.Consumer{Service: "test", Name: name, Stream: topology.StreamSteps.Name,
+		FilterSubjects: []string{"tsm.se.*.execute"}, OrderingToken: 2, MaxDeliver: 3}
+}
+
+func runRouter(t *testing.T, js jetstream.JetStream, c topology.Consumer, h bus.Handler) context.CancelFunc {
+	t.Helper()
+	r := bus.NewRouter(bus.RouterConfig{JetStream: js, Workers: 8, RetryDelays: []time.Duration{time.Millisecond}})
+	r.Handle(c, h)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return cancel
+}
+
+func TestRouterKeepsPerSEOrderAcrossParallelSEs(t *testing.T) {
+	js, _ := startJS(t)
+	const ses, per = 20, 25
+	for i := 0; i < per; i++ {
+		for s := 0; s < ses; s++ {
+			publish(t, js, topology.SEExecute(fmt.Sprintf("SE%02d", s)), fmt.Sprintf("e-%d-%d", s, i), map[string]int{"i": i})
+		}
+	}
+	var mu sync.Mutex
+	last := map[string]int{}
+	var total atomic.Int64
+	var violations atomic.Int64
+	runRouter(t, js, testConsumer("order"), func(_ context.Context, d *bus.Delivery) error {
+		var p struct{ I int }
+		if err := json.Unmarshal(d.Event.Data(), &p); err != nil {
+			return bus.Permanent(err)
+		}
+		se := d.Token(2)
+		mu.Lock()
+		if prev, ok := last[se]; ok && p.I != prev+1 {
+			violations.Add(1)
+		}
+		last[se] = p.I
+		mu.Unlock()
+		total.Add(1)
+		return nil
+	})
+	eventually(t, 20*time.Second, "all messages handled", func() bool { return total.Load() == ses*per })
+	if v := violations.Load(); v != 0 {
+		t.Fatalf("%d per-SE order violations", v)
+	}
+}
+
+func TestRouterRetriesThenDeadLetters(t *testing.T) {
+	js, _ := startJS(t)
+	var transientCalls, permanentCalls, panicCalls, okAfterRetry atomic.Int64
+	runRouter(t, js, testConsumer("dlq"), func(_ context.Context, d *bus.Delivery) error {
+		switch d.Event.ID() {
+		case "always-fails":
+			transientCalls.Add(1)
+			return errors.New("backend unavailable")
+		case "poison":
+			permanentCalls.Add(1)
+			return bus.Permanent(errors.New("cannot decode payload"))
+		case "panics":
+			panicCalls.Add(1)
+			panic("handler bug")
+		case "flaky":
+			if okAfterRetry.Add(1) < 2 {
+				return errors.New("first try fails")
+			}
+			return nil
+		}
+		return nil
+	})
+	dlq, err := js.OrderedConsumer(context.Background(), topology.StreamDeadLetters.Name, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"always-fails", "poison", "panics", "flaky"} {
+		publish(t, js, topology.SEExecute("SE01"), id, map[string]int{})
+	}
+	reasons := map[string]string{}
+	for len(reasons) < 3 {
+		m, err := dlq.Next(jetstream.FetchMaxWait(15 * time.Second))
+		if err != nil {
+			t.Fatalf("waiting for dead letters (have %v): %v", reasons, err)
+		}
+		reasons[m.Headers().Get("ce-id")] = m.Headers().Get(bus.HeaderDLQReason)
+		if m.Subject() != topology.DeadLetter("test", "dlq") {
+			t.Fatalf("dead letter subject %s", m.Subject())
+		}
+	}
+	if transientCalls.Load() != 3 {
+		t.Fatalf("transient error tried %d times, want MaxDeliver=3", transientCalls.Load())
+	}
+	if permanentCalls.Load() != 1 || panicCalls.Load() != 1 {
+		t.Fatalf("permanent tried %d, panic tried %d; want 1 each", permanentCalls.Load(), panicCalls.Load())
+	}
+	if reasons["poison"] != "cannot decode payload" || reasons["always-fails"] != "backend unavailable" {
+		t.Fatalf("reasons: %v", reasons)
+	}
+	if _, ok := reasons["flaky"]; ok {
+		t.Fatal("a message that succeeded on retry was dead-lettered")
+	}
+	eventually(t, 10*time.Second, "flaky message retried and handled", func() bool { return okAfterRetry.Load() == 2 })
+}
+
+// TestRouterRedeliversUnackedAfterRestart stops a router while a message is
+// mid-handler (like a crash before the ack) and checks a new router gets it.
+func TestRouterRedeliversUnackedAfterRestart(t *testing.T) {
+	js, _ := startJS(t)
+	c := testConsumer("restart")
+	block := make(chan struct{})
+	started := make(chan struct{}, 1)
+	r := bus.NewRouter(bus.RouterConfig{JetStream: js, Workers: 2, AckWait: time.Second})
+	r.Handle(c, func(ctx context.Context, d *bus.Delivery) error {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		<-block
+		return errors.New("interrupted")
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	publish(t, js, topology.SEExecute("SE01"), "m1", map[string]int{})
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler never started")
+	}
+	cancel()
+	close(block)
+	<-done
+	got := make(chan string, 4)
+	runRouter(t, js, c, func(_ context.Context, d *bus.Delivery) error {
+		got <- d.Event.ID()
+		return nil
+	})
+	select {
+	case id := <-got:
+		if id != "m1" {
+			t.Fatalf("got %s", id)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("unacked message not redelivered after restart")
+	}
+}
