@@ -66,3 +66,10 @@ clean:
 ## clean-data: remove the embedded run's JetStream store and bbolt files
 clean-data:
 	rm -rf data
+
+## tools: the stock nats CLI (natscli, pinned) into ./bin for the README recipes
+NATSCLI_VERSION := v0.5.0
+tools: $(BIN)/nats
+$(BIN)/nats:
+	@mkdir -p $(BIN)
+	GOBIN=$(abspath $(BIN)) $(GO) install github.com/nats-io/natscli/nats@$(NATSCLI_VERSION)
