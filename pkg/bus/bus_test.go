@@ -421,3 +421,24 @@ func TestRouterRedeliversUnackedAfterRestart(t *testing.T) {
 		t.Fatal("unacked message not redelivered after restart")
 	}
 }
+
+func TestPruneInboxRemovesOldRecordsOnly(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "s.db"))
+	defer s.Close()
+	_ = s.Update(func(tx *bus.Tx) error {
+		_, err := tx.MarkProcessed("c", "recent")
+		return err
+	})
+	if n, err := s.PruneInbox(time.Hour); err != nil || n != 0 {
+		t.Fatalf("pruned %d recent records (err %v)", n, err)
+	}
+	if ok, _ := s.Processed("c", "recent"); !ok {
+		t.Fatal("recent record lost")
+	}
+	if n, err := s.PruneInbox(-time.Hour); err != nil || n != 1 {
+		t.Fatalf("pruned %d records older than the cutoff, want 1 (err %v)", n, err)
+	}
+	if ok, _ := s.Processed("c", "recent"); ok {
+		t.Fatal("pruned record still reported as processed")
+	}
+}

@@ -88,6 +88,9 @@ type RouterConfig struct {
 	RetryDelays []time.Duration
 	// Metrics, if set, receives handler counters and durations.
 	Metrics *Metrics
+	// ShutdownGrace is how long in-flight handlers may run after Run's
+	// context ends before their own context is cancelled (default 5s).
+	ShutdownGrace time.Duration
 }
 
 // Router runs named handlers on durable pull consumers.
@@ -114,6 +117,9 @@ func NewRouter(cfg RouterConfig) *Router {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 5 * time.Second
 	}
 	return &Router{cfg: cfg}
 }
@@ -167,6 +173,9 @@ func (r *Router) Run(ctx context.Context) error {
 			DeliverPolicy:  jetstream.DeliverAllPolicy,
 		})
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while starting: a clean shutdown
+			}
 			return fmt.Errorf("consumer %s: %w", rt.consumer.Name, err)
 		}
 		w := newConsumerRun(r, rt, cons)
@@ -208,6 +217,17 @@ func (w *consumerRun) run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
+	// At shutdown a handler gets ShutdownGrace to finish its current step;
+	// then its context is cancelled (a handler waiting on a slow bearer gives
+	// up and the message is redelivered later).
+	go func() {
+		<-ctx.Done()
+		select {
+		case <-workCtx.Done():
+		case <-time.After(w.r.cfg.ShutdownGrace):
+			stopWork()
+		}
+	}()
 	for i := range w.workers {
 		wg.Add(1)
 		go func(ch chan jetstream.Msg) {

@@ -1,10 +1,12 @@
 package bus
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -21,7 +23,7 @@ var (
 	// acknowledged by JetStream (system of record until published).
 	bucketOutbox = []byte("bus.outbox")
 	// bucketInbox holds, per consumer, the ids of events already processed
-	// (system of record for idempotency; pruned by age).
+	// (system of record for idempotency; pruned by age: RunInboxPruner).
 	bucketInbox = []byte("bus.inbox")
 	// bucketReplies holds, per SP request (spId/ce-id), the responses sent, so a
 	// request re-sent with the same ce-id gets the original response again.
@@ -318,4 +320,66 @@ func (tx *Tx) AcceptRequest(requestKey string) (replies []StoredReply, seen bool
 	}
 	replies, err = readReplies(tx.Tx, requestKey)
 	return replies, true, err
+}
+
+// Processed reports whether consumer already recorded eventID (read-only).
+func (s *Store) Processed(consumer, eventID string) (bool, error) {
+	found := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketInbox).Bucket([]byte(consumer)); b != nil {
+			found = b.Get([]byte(eventID)) != nil
+		}
+		return nil
+	})
+	return found, err
+}
+
+// PruneInbox deletes inbox records older than maxAge, in batches, so the
+// inbox stays bounded. Redeliveries come within minutes (AckWait, restarts);
+// a record older than the streams' retention can no longer be needed.
+func (s *Store) PruneInbox(maxAge time.Duration) (int, error) {
+	cutoff := uint64(time.Now().Add(-maxAge).Unix())
+	total := 0
+	for {
+		n := 0
+		err := s.Update(func(tx *Tx) error {
+			n = 0
+			root := tx.Bucket(bucketInbox)
+			return root.ForEachBucket(func(name []byte) error {
+				b := root.Bucket(name)
+				c := b.Cursor()
+				for k, v := c.First(); k != nil && n < 10000; k, v = c.Next() {
+					if len(v) == 8 && binary.BigEndian.Uint64(v) < cutoff {
+						if err := c.Delete(); err != nil {
+							return err
+						}
+						n++
+					}
+				}
+				return nil
+			})
+		})
+		total += n
+		if err != nil || n < 10000 {
+			return total, err
+		}
+	}
+}
+
+// RunInboxPruner prunes the inbox every hour until ctx ends.
+func (s *Store) RunInboxPruner(ctx context.Context, maxAge time.Duration, log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := s.PruneInbox(maxAge); err != nil {
+			log.Warn("inbox prune failed", "error", err)
+		} else if n > 0 {
+			log.Info("inbox pruned", "records", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -139,7 +139,12 @@ func (k *Kit) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
-	wg.Add(3)
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		// Twice the streams' retention: no redelivery can be older.
+		k.Store.RunInboxPruner(ctx, 14*24*time.Hour, k.Log)
+	}()
 	go func() {
 		defer wg.Done()
 		if err := k.Router.Run(ctx); err != nil {
