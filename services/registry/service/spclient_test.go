@@ -13,6 +13,8 @@ import (
 
 	"github.com/tsmhub/tsmhub/pkg/contract"
 	"github.com/tsmhub/tsmhub/pkg/topology"
+
+	"github.com/tsmhub/tsmhub/services/registry/domain"
 )
 
 // spTester plays an SP TSM: it publishes requests as binary-mode CloudEvents
@@ -143,3 +145,19 @@ func (s *spTester) all() []spResponse {
 	defer s.mu.Unlock()
 	return append([]spResponse(nil), s.got...)
 }
+
+// rawRequest builds a raw request message for a subject, well-formed but for
+// what the subject itself gets wrong.
+func rawRequest(subject, body string) *nats.Msg {
+	m := nats.NewMsg(subject)
+	m.Header.Set("ce-specversion", "1.0")
+	m.Header.Set("ce-id", "raw-"+subject)
+	m.Header.Set("ce-source", "urn:tsm:sp:unknown")
+	m.Header.Set("ce-type", "tsm.get-se-id.request")
+	m.Header.Set("content-type", "application/json")
+	m.Data = []byte(body)
+	return m
+}
+
+// defaultSDAID is the registry's documented default SD AID of an SP.
+func defaultSDAID(spID string) string { return domain.DefaultSecurityDomainAID(spID) }
