@@ -71,7 +71,9 @@ type state struct {
 	CPLC     []byte      `json:"cplc"`
 }
 
-const stateVersion = 1
+// stateVersion 2: secure channel sessions are scp03/scp02.CardSession
+// values (version 1 had the card's own session layout).
+const stateVersion = 2
 
 var (
 	errBadSpec = errors.New("card: invalid manufacture spec")
@@ -525,6 +527,12 @@ func (c *Card) UnmarshalBinary(b []byte) error {
 	}
 	if st.Channels[0] == nil {
 		st.Channels[0] = &channel{Selected: clone(ISDAID)}
+	}
+	for _, ch := range st.Channels {
+		if ch != nil && ch.Session != nil && !ch.Session.valid() {
+			// A malformed session ends, as after a reset (GPC 10.2.3).
+			ch.Session = nil
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
+	"github.com/tsmhub/tsmhub/pkg/gp/scp03"
 )
 
 // testHost is a minimal SCP03 off-card entity for the tests (the card side
@@ -74,7 +75,7 @@ func (h *testHost) wrap(plain []byte) []byte {
 	}
 	h.counter++
 	data := cmd.Data
-	if h.level&levelCDEC != 0 && len(data) > 0 {
+	if h.level&scp03.BitCDEC != 0 && len(data) > 0 {
 		icv, _ := aesECB(h.sEnc, counterBlockFor(h.counter, 0))
 		data, _ = aesCBC(h.sEnc, icv, pad80(data, 16), true)
 	}
@@ -84,6 +85,15 @@ func (h *testHost) wrap(plain []byte) []byte {
 	h.chain = m
 	out := apdu.Command{CLA: cla, INS: cmd.INS, P1: cmd.P1, P2: cmd.P2, Data: append(clone(data), m[:8]...), Le: cmd.Le}
 	return out.Bytes()
+}
+
+// lcHeader is CLA INS P1 P2 Lc with a 1-byte Lc, or the 3-byte 00 XX XX form
+// of GPC 11.1.5.1 when the unsegmented data exceeds 255 bytes.
+func lcHeader(cla byte, cmd apdu.Command, lc int) []byte {
+	if lc > 255 {
+		return []byte{cla, cmd.INS, cmd.P1, cmd.P2, 0, byte(lc >> 8), byte(lc)}
+	}
+	return []byte{cla, cmd.INS, cmd.P1, cmd.P2, byte(lc)}
 }
 
 func counterBlockFor(n uint32, first byte) []byte {
@@ -100,7 +110,7 @@ func (h *testHost) send(plain []byte) ([]byte, uint16) {
 	resp := h.c.Transmit(h.wrap(plain))
 	s := uint16(resp[len(resp)-2])<<8 | uint16(resp[len(resp)-1])
 	d := resp[:len(resp)-2]
-	if h.level&levelRMAC != 0 && apdu.IsSuccessOrWarning(s) {
+	if h.level&scp03.BitRMAC != 0 && apdu.IsSuccessOrWarning(s) {
 		if len(d) < 8 {
 			h.t.Fatalf("response without R-MAC: %X", resp)
 		}
@@ -110,7 +120,7 @@ func (h *testHost) send(plain []byte) ([]byte, uint16) {
 			h.t.Fatalf("R-MAC mismatch")
 		}
 		d = body
-		if h.level&levelRENC != 0 && len(d) > 0 {
+		if h.level&scp03.BitRENC != 0 && len(d) > 0 {
 			icv, _ := aesECB(h.sEnc, counterBlockFor(h.counter, 0x80))
 			dec, _ := aesCBC(h.sEnc, icv, d, false)
 			var ok bool

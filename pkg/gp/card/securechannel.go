@@ -2,6 +2,8 @@ package card
 
 import (
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
+	"github.com/tsmhub/tsmhub/pkg/gp/scp02"
+	"github.com/tsmhub/tsmhub/pkg/gp/scp03"
 )
 
 // initializeUpdate is INITIALIZE UPDATE (GPC 11.12 / E.5.1, Amd D 7.1.1),
@@ -41,120 +43,81 @@ func (r *request) initializeUpdate() ([]byte, uint16) {
 	host := cmd.Data
 	switch ks.scp() {
 	case 3:
+		keys := scp03.StaticKeys{ENC: ks.key(1).Value, MAC: ks.key(2).Value, DEK: ks.key(3).Value}
 		i := sd.SCP03I
 		var challenge []byte
-		if i&0x10 != 0 {
-			// Pseudo-random card challenge (Amd D 6.2.2.1): the counter is
-			// incremented before use and never wraps.
+		var opts []scp03.CardOption
+		if i&scp03.IPseudoRandom != 0 {
+			// Pseudo-random card challenge (Amd D 6.2.2.1): the key set's
+			// counter is incremented before use and never wraps.
 			if ks.Seq >= 0xFFFFFF {
 				return nil, apdu.SWConditionsNotSatisfied
 			}
 			ks.Seq++
-			var err error
-			if challenge, err = scp03Challenge(ks.key(1).Value, ks.Seq, sd.AID); err != nil {
-				return nil, apdu.SWNoSpecificDiagnosis
-			}
+			opts = append(opts, scp03.WithSequenceCounter(ks.Seq), scp03.WithSDAID(sd.AID))
 		} else {
 			var ok bool
 			if challenge, ok = r.c.readChallenge(8); !ok {
 				return nil, apdu.SWNoSpecificDiagnosis
 			}
 		}
-		s, cc, err := beginSCP03(ks, i, host, challenge)
+		cs, resp, err := scp03.BeginCard(keys, ks.KVN, i, sd.KDD, host, challenge, opts...)
 		if err != nil {
-			return nil, apdu.SWNoSpecificDiagnosis
+			return nil, apdu.SWOf(err, apdu.SWNoSpecificDiagnosis)
 		}
-		s.SD = clone(sd.AID)
-		r.ch.Session = s
-		out := append(clone(sd.KDD), ks.KVN, 0x03, i)
-		out = append(append(out, challenge...), cc...)
-		if i&0x10 != 0 {
-			out = append(out, byte(ks.Seq>>16), byte(ks.Seq>>8), byte(ks.Seq))
-		}
-		return out, apdu.SWOK
+		r.ch.Session = &session{SD: clone(sd.AID), SCP03: &cs}
+		return resp, apdu.SWOK
 	case 2:
+		keys := scp02.StaticKeys{ENC: ks.key(1).Value, MAC: ks.key(2).Value, DEK: ks.key(3).Value}
 		i := sd.SCP02I
 		if ks.Seq > 0xFFFF {
 			return nil, apdu.SWConditionsNotSatisfied
 		}
 		var challenge []byte
-		if i&0x40 != 0 {
-			var err error
-			if challenge, err = scp02Challenge(ks.key(2).Value, ks.Seq, r.sel.AID); err != nil {
-				return nil, apdu.SWNoSpecificDiagnosis
-			}
+		var opts []scp02.CardOption
+		if i&scp02.IPseudoRandom != 0 {
+			// GPC E.4.2.1: derived from the AID of the selected application.
+			opts = append(opts, scp02.WithAID(r.sel.AID))
 		} else {
 			var ok bool
-			if challenge, ok = r.c.readChallenge(6); !ok {
+			if challenge, ok = r.c.readChallenge(scp02.CardChallengeLength); !ok {
 				return nil, apdu.SWNoSpecificDiagnosis
 			}
 		}
-		s, cc, err := beginSCP02(ks, i, ks.Seq, host, challenge)
+		cs, resp, err := scp02.BeginCard(keys, ks.KVN, i, sd.KDD, uint16(ks.Seq), host, challenge, opts...)
 		if err != nil {
-			return nil, apdu.SWNoSpecificDiagnosis
+			return nil, apdu.SWOf(err, apdu.SWNoSpecificDiagnosis)
 		}
-		s.SD = clone(sd.AID)
-		r.ch.Session = s
-		out := append(clone(sd.KDD), ks.KVN, 0x02, byte(ks.Seq>>8), byte(ks.Seq))
-		out = append(append(out, challenge...), cc...)
-		return out, apdu.SWOK
+		r.ch.Session = &session{SD: clone(sd.AID), SCP02: &cs}
+		return resp, apdu.SWOK
 	}
 	return nil, apdu.SWReferencedDataNotFound
 }
 
 // externalAuthenticate is EXTERNAL AUTHENTICATE (GPC E.5.2, Amd D 7.1.2).
+// The security level, host cryptogram and C-MAC checks are the shared
+// session's; a failure ends the half-open session.
 func (r *request) externalAuthenticate() ([]byte, uint16) {
 	cmd := r.cmd
 	s := r.ch.Session
 	if !apdu.IsSecureMessaging(cmd.CLA) {
 		return nil, apdu.SWSecurityNotSatisfied
 	}
-	if s == nil || s.Stage != stageInitialized {
+	if !s.initiated() {
 		return nil, apdu.SWConditionsNotSatisfied
 	}
-	if cmd.P2 != 0 {
+	if err := s.externalAuthenticate(cmd); err != nil {
 		r.ch.Session = nil
-		return nil, apdu.SWIncorrectP1P2
+		return nil, apdu.SWOf(err, apdu.SWSecurityNotSatisfied)
 	}
-	if !validLevel(s.SCP, s.I, cmd.P1) {
-		r.ch.Session = nil
-		return nil, apdu.SWIncorrectP1P2
-	}
-	status := s.externalAuthenticate(cmd)
-	if status != apdu.SWOK {
-		r.ch.Session = nil
-		return nil, status
-	}
-	if s.SCP == 2 {
-		// GPC E.4.1: the sequence counter is incremented once the
-		// session is established.
+	if s.SCP02 != nil {
+		// GPC E.4.1: the sequence counter is incremented once the session
+		// is established (EXTERNAL AUTHENTICATE carries its first C-MAC).
 		if sd := r.st.find(s.SD); sd != nil {
-			if ks := sd.keySet(s.KVN); ks != nil {
+			if ks := sd.keySet(s.kvn()); ks != nil {
 				ks.Seq++
 			}
 		}
 	}
 	return nil, apdu.SWOK
-}
-
-// validLevel checks the EXTERNAL AUTHENTICATE security level against the
-// protocol and its i parameter (Amd D Table 5-1 and 7.1.2; GPC Table E-1).
-func validLevel(scp, i, level byte) bool {
-	switch scp {
-	case 3:
-		switch level {
-		case 0x00, 0x01, 0x03:
-			return true
-		case 0x11, 0x13:
-			return i&0x20 != 0
-		case 0x33:
-			return i&0x60 == 0x60
-		}
-	case 2:
-		switch level {
-		case 0x00, 0x01, 0x03:
-			return true
-		}
-	}
-	return false
 }

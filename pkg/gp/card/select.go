@@ -211,7 +211,7 @@ func (r *request) getData() ([]byte, uint16) {
 	case 0x00D3:
 		lvl := byte(0)
 		if r.ch.Session.authenticated() {
-			lvl = r.ch.Session.Level
+			lvl = r.ch.Session.level()
 		}
 		value = []byte{lvl}
 	case 0x00E0:

@@ -212,36 +212,30 @@ func (c *Card) process(capdu []byte) []byte {
 	// Secure channel gate (GPC 10.2.3, Amd D 5.6).
 	s := ch.Session
 	secured := false
-	if sm {
-		if !s.authenticated() {
-			if s != nil && s.Stage == stageInitialized {
-				ch.Session = nil
-			}
+	switch {
+	case s == nil:
+		if sm {
 			return sw(apdu.SWSecurityNotSatisfied)
 		}
+	case s.initiated():
+		// Anything but EXTERNAL AUTHENTICATE ends a half-open session.
+		ch.Session, s = nil, nil
+		if sm {
+			return sw(apdu.SWSecurityNotSatisfied)
+		}
+	default:
+		// Authenticated or aborted: the shared session checks the command
+		// against its level (C-MAC, C-DECRYPTION) and rejects everything
+		// once aborted, until a new INITIALIZE UPDATE.
 		plain, err := s.unwrap(cmd)
 		if err != nil {
-			s.Stage = stageAborted
 			ch.PersoTarget = nil
 			ch.StoreNext = 0
 			ch.Load = nil
-			return sw(apdu.SWSecurityNotSatisfied)
+			return sw(apdu.SWOf(err, apdu.SWSecurityNotSatisfied))
 		}
 		cmd = plain
-		secured = true
-	} else if s != nil {
-		switch s.Stage {
-		case stageAuthenticated:
-			if s.Level&levelCMAC != 0 {
-				s.Stage = stageAborted
-				return sw(apdu.SWSecurityNotSatisfied)
-			}
-		case stageAborted:
-			return sw(apdu.SWSecurityNotSatisfied)
-		case stageInitialized:
-			ch.Session = nil
-			s = nil
-		}
+		secured = sm
 	}
 	c.lastPlain = cmd.Bytes()
 	r.cmd = cmd
