@@ -1,0 +1,481 @@
+package service_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tsmhub/tsmhub/pkg/bus"
+	"github.com/tsmhub/tsmhub/pkg/contract"
+	"github.com/tsmhub/tsmhub/pkg/events"
+	"github.com/tsmhub/tsmhub/pkg/natsembed"
+	"github.com/tsmhub/tsmhub/pkg/servicekit"
+	"github.com/tsmhub/tsmhub/pkg/topology"
+
+	"github.com/tsmhub/tsmhub/services/conversation/service"
+)
+
+// The harness runs a real embedded nats-server and the service in-process on
+// a bbolt file in a temporary directory. The test plays the registry and the
+// script router by publishing their events, and the SP TSMs by publishing
+// requests and reading TSM_RES.
+
+const waitLimit = 15 * time.Second // generous: tests must pass on a loaded 2-core machine
+
+type harness struct {
+	t        *testing.T
+	natsDir  string
+	dataDir  string
+	cfg      service.Config
+	ns       *server.Server
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	httpAddr string
+	cancel   context.CancelFunc
+	done     chan error
+	schemas  *bus.Schemas
+
+	mu       sync.Mutex
+	received []received
+	resCons  jetstream.ConsumeContext
+	steps    []received
+	stepCons jetstream.ConsumeContext
+}
+
+type received struct {
+	Subject string
+	Header  nats.Header
+	Data    []byte
+}
+
+func (r received) header(name string) string { return r.Header.Get(name) }
+
+// newHarness starts NATS and the service; cfg tweaks the service config.
+func newHarness(t *testing.T, tweak func(*service.Config)) *harness {
+	t.Helper()
+	h := &harness{t: t, natsDir: t.TempDir(), dataDir: t.TempDir()}
+	schemas, err := bus.LoadSchemas()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.schemas = schemas
+	h.cfg = service.Config{
+		MaxScripts: 16, DefaultMaxAPDUsPerScript: 32, TTL: time.Minute, SweepInterval: 50 * time.Millisecond,
+	}
+	if tweak != nil {
+		tweak(&h.cfg)
+	}
+	h.startNATS()
+	h.startService()
+	t.Cleanup(func() {
+		h.stopService()
+		h.stopNATS()
+	})
+	return h
+}
+
+func (h *harness) startNATS() {
+	h.t.Helper()
+	ns, err := natsembed.Start(natsembed.Config{Port: -1, StoreDir: h.natsDir})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.ns = ns
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.nc = nc
+	h.js, err = jetstream.New(nc)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) stopNATS() {
+	h.stopReaders()
+	if h.nc != nil {
+		h.nc.Close()
+		h.nc = nil
+	}
+	if h.ns != nil {
+		h.ns.Shutdown()
+		h.ns.WaitForShutdown()
+		h.ns = nil
+	}
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("CONV_TEST_LOG") != "" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewJSONHandler(io.Discard, nil))
+}
+
+func (h *harness) startService() {
+	h.t.Helper()
+	cfg := h.cfg
+	bound := make(chan string, 1)
+	cfg.Kit = servicekit.Config{Name: service.Name, NATSURL: h.ns.ClientURL(), DataDir: h.dataDir,
+		HTTPAddr: "127.0.0.1:0", Workers: 4, Log: testLogger(), HTTPBound: bound}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	h.done = make(chan error, 1)
+	go func() { h.done <- service.Run(ctx, cfg) }()
+	select {
+	case addr := <-bound:
+		h.httpAddr = addr
+	case err := <-h.done:
+		h.t.Fatalf("service did not start: %v", err)
+	case <-time.After(waitLimit):
+		h.t.Fatal("service did not bind its HTTP address in time")
+	}
+	h.startReaders()
+}
+
+func (h *harness) stopService() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	h.cancel = nil
+	select {
+	case err := <-h.done:
+		if err != nil {
+			h.t.Errorf("service stopped with %v", err)
+		}
+	case <-time.After(waitLimit):
+		h.t.Error("service did not stop in time")
+	}
+}
+
+// restart stops the service and the NATS server and starts both again on the
+// same data directory and JetStream store.
+func (h *harness) restart() {
+	h.t.Helper()
+	h.stopService()
+	h.stopNATS()
+	h.startNATS()
+	h.startService()
+}
+
+// startReaders follows TSM_RES (what SPs receive) and the script requests on
+// TSM_STEPS from the start of the streams.
+func (h *harness) startReaders() {
+	h.t.Helper()
+	h.mu.Lock()
+	h.received, h.steps = nil, nil
+	h.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	follow := func(stream, filter string, into *[]received) jetstream.ConsumeContext {
+		cons, err := h.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		cc, err := cons.Consume(func(m jetstream.Msg) {
+			h.mu.Lock()
+			*into = append(*into, received{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
+			h.mu.Unlock()
+		})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		return cc
+	}
+	h.resCons = follow(topology.StreamResponses.Name, "tsm.sp.>", &h.received)
+	h.stepCons = follow(topology.StreamSteps.Name, topology.ScriptRequested("*"), &h.steps)
+}
+
+func (h *harness) stopReaders() {
+	if h.resCons != nil {
+		h.resCons.Stop()
+		h.resCons = nil
+	}
+	if h.stepCons != nil {
+		h.stepCons.Stop()
+		h.stepCons = nil
+	}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// responsesTo returns the responses correlated with an SP request, in order.
+func (h *harness) responsesTo(sp, requestID string) []received {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []received
+	for _, r := range h.received {
+		if strings.HasPrefix(r.Subject, "tsm.sp."+sp+".res.") && r.header("ce-correlationid") == requestID {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// response waits for the n-th (1-based) response to an SP request.
+func (h *harness) responseN(sp, requestID string, n int) received {
+	h.t.Helper()
+	var got []received
+	eventually(h.t, fmt.Sprintf("response %d to %s/%s", n, sp, requestID), func() bool {
+		got = h.responsesTo(sp, requestID)
+		return len(got) >= n
+	})
+	return got[n-1]
+}
+
+func (h *harness) response(sp, requestID string) received { return h.responseN(sp, requestID, 1) }
+
+// notification waits for a notification of kind to sp.
+func (h *harness) notification(sp, kind string) received {
+	h.t.Helper()
+	var got received
+	eventually(h.t, "notification "+kind+" to "+sp, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for _, r := range h.received {
+			if r.Subject == topology.SPNotification(sp, kind) {
+				got = r
+				return true
+			}
+		}
+		return false
+	})
+	return got
+}
+
+// scriptRequests returns the ScriptRequested events seen so far.
+func (h *harness) scriptRequests() []received {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]received(nil), h.steps...)
+}
+
+// scriptRequest waits for the n-th ScriptRequested event.
+func (h *harness) scriptRequest(n int) (received, events.ScriptRequested) {
+	h.t.Helper()
+	var got []received
+	eventually(h.t, fmt.Sprintf("script request %d", n), func() bool {
+		got = h.scriptRequests()
+		return len(got) >= n
+	})
+	var s events.ScriptRequested
+	if err := json.Unmarshal(got[n-1].Data, &s); err != nil {
+		h.t.Fatal(err)
+	}
+	return got[n-1], s
+}
+
+// scriptRequestsStored counts the ScriptRequested messages the stream holds
+// for an SE: the stream's own count, independent of the test's reader.
+func (h *harness) scriptRequestsStored(seID string) uint64 {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	st, err := h.js.Stream(ctx, topology.StreamSteps.Name)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	subj := topology.ScriptRequested(seID)
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return info.State.Subjects[subj]
+}
+
+func (h *harness) publish(m *nats.Msg) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if _, err := h.js.PublishMsg(ctx, m); err != nil {
+		h.t.Fatalf("publish %s: %v", m.Subject, err)
+	}
+}
+
+// request publishes an SP request as an SP TSM would.
+func (h *harness) request(sp, op, requestID string, body any) {
+	h.t.Helper()
+	h.publish(h.requestMsg(sp, op, requestID, body))
+}
+
+func (h *harness) requestMsg(sp, op, requestID string, body any) *nats.Msg {
+	h.t.Helper()
+	ev, err := bus.NewEvent(requestID, topology.SPSourcePrefix+sp, "tsm."+op+topology.RequestTypeSuffix, "", body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	m, err := bus.Encode(topology.SPRequest(sp, op), ev)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return m
+}
+
+// resend re-sends a request with the same ce-id. The Nats-Msg-Id header is
+// left out: TSM_REQ deduplicates ids within 100ms, which would hide a quick
+// re-send from the service, and it is the service's own idempotency (by
+// spId/ce-id) under test.
+func (h *harness) resend(sp, op, requestID string, body any) {
+	h.t.Helper()
+	m := h.requestMsg(sp, op, requestID, body)
+	m.Header.Del(bus.HeaderMsgID)
+	h.publish(m)
+}
+
+// mno records used as the registry would resolve them.
+var (
+	mnoHTTPS = events.MNORecord{MNOID: "mno-web", Name: "Web Mobile", OTACarrier: "https", MaxAPDUsPerScript: 20, LatencyMs: 5}
+	mnoSMS   = events.MNORecord{MNOID: "mno-sms", Name: "SMS Mobile", OTACarrier: "sms", LatencyMs: 5}
+)
+
+const targetAID = "A0000005550101"
+
+// begin publishes the registry's ConversationBegin for an SP request.
+func (h *harness) begin(sp, requestID, seID string, mno events.MNORecord, validUntil time.Time) {
+	h.t.Helper()
+	now := time.Now().UTC()
+	ev := events.ConversationBegin{
+		Request: events.RequestRef{SPID: sp, RequestID: requestID, Op: topology.OpBeginConversation},
+		Params: contract.BeginConversationRequest{SEID: seID, TargetAID: targetAID,
+			ServiceID: &contract.ServiceID{Number: "pay", Version: "1"}, RequestedOperation: contract.OperationKeyRotation},
+		SE: events.SERecord{SEID: seID, MSI: "4915100000001", MSIType: "MSISDN", MNO: mno.MNOID, SEType: "eSE",
+			Configuration: "embedded", ProfileID: "p1", GPVersion: "2.3", JavaCardVersion: "3.0.5",
+			CertificationLevel: "EAL5+", ExpiresAt: now.AddDate(5, 0, 0), Status: "active", UpdatedAt: now},
+		MNO: mno, ReceivedAt: now, ValidUntil: validUntil,
+	}
+	h.publishStep(topology.ConversationBegin(seID), events.TypeConvBegin, "urn:tsm:svc:registry", seID, requestID, ev)
+}
+
+func (h *harness) publishStep(subject, typ, source, ceSubject, correlation string, data any) {
+	h.t.Helper()
+	if err := h.schemas.Validate(typ, mustJSON(h.t, data)); err != nil {
+		h.t.Fatalf("test event %s does not match its schema: %v", typ, err)
+	}
+	ev, err := bus.NewEvent(bus.NewID(), source, typ, ceSubject, data)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ev.SetExtension(bus.ExtCorrelationID, correlation)
+	m, err := bus.Encode(subject, ev)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.publish(m)
+}
+
+// complete publishes the script router's ScriptCompleted for a script.
+func (h *harness) complete(s events.ScriptRequested, resp contract.SendScriptResponse) {
+	h.t.Helper()
+	h.publishStep(topology.ScriptCompleted(s.SEID), events.TypeScriptCompleted, "urn:tsm:svc:scriptrouter", s.SEID,
+		s.Request.RequestID, events.ScriptCompleted{Request: s.Request, ConversationID: s.ConversationID,
+			ScriptID: s.ScriptID, SEID: s.SEID, Response: resp})
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// decode reads a response body and checks it against the published schema of
+// its ce-type.
+func (h *harness) decode(r received, v any) {
+	h.t.Helper()
+	typ := r.header("ce-type")
+	if err := h.schemas.Validate(typ, r.Data); err != nil {
+		h.t.Fatalf("%s body %s does not match its schema: %v", typ, r.Data, err)
+	}
+	if err := json.Unmarshal(r.Data, v); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// beginOK waits for a successful begin response and returns it.
+func (h *harness) beginOK(sp, requestID string) contract.BeginConversationResponse {
+	h.t.Helper()
+	var resp contract.BeginConversationResponse
+	h.decode(h.response(sp, requestID), &resp)
+	if resp.Status != contract.StatusSuccess || !strings.HasPrefix(resp.ConversationID, "cv-") {
+		h.t.Fatalf("begin %s: %+v", requestID, resp)
+	}
+	return resp
+}
+
+// failure waits for a failure response and checks its status, code and message.
+func (h *harness) failure(sp, requestID string, status contract.Status, code contract.Code, text string) contract.Error {
+	h.t.Helper()
+	var resp contract.FailureBody
+	h.decode(h.response(sp, requestID), &resp)
+	if resp.Status != status || resp.Error == nil || resp.Error.Code != code || !strings.Contains(resp.Error.Message, text) {
+		h.t.Fatalf("request %s answered %+v (%v), want %s %s mentioning %q", requestID, resp, resp.Error, status, code, text)
+	}
+	return *resp.Error
+}
+
+// endOK ends a conversation and waits for the success response.
+func (h *harness) endOK(sp, requestID, conversationID string) {
+	h.t.Helper()
+	h.request(sp, topology.OpEndConversation, requestID, contract.EndConversationRequest{ConversationID: conversationID, Outcome: "success"})
+	var resp contract.EndConversationResponse
+	h.decode(h.response(sp, requestID), &resp)
+	if resp.Status != contract.StatusSuccess || resp.ConversationID != conversationID || resp.Outcome != "success" {
+		h.t.Fatalf("end %s: %+v", conversationID, resp)
+	}
+}
+
+// get fetches an HTTP resource; it returns the status and decodes JSON into v.
+func (h *harness) get(path string, v any) int {
+	h.t.Helper()
+	resp, err := http.Get("http://" + h.httpAddr + path)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if v != nil {
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil && !errors.Is(err, io.EOF) {
+			h.t.Fatal(err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// conversationView is what GET /v1/conversations/{id} returns.
+type conversationView struct {
+	ConversationID string `json:"conversationId"`
+	State          string `json:"state"`
+	SEID           string `json:"seId"`
+	SPID           string `json:"spId"`
+	ScriptsRun     int    `json:"scriptsRun"`
+	RunningScript  *struct {
+		ScriptID string `json:"scriptId"`
+	} `json:"runningScript"`
+	ExpiresAt     time.Time `json:"expiresAt"`
+	WaitingBegins int       `json:"waitingBegins"`
+}
