@@ -3,6 +3,8 @@ package card
 import (
 	"crypto/sha256"
 	"encoding/hex"
+
+	"github.com/tsmhub/tsmhub/pkg/gp/gpcrypto"
 )
 
 // Well-known AIDs of a simulated card.
@@ -125,6 +127,20 @@ func SDKDD(cardKDD, aid []byte) []byte {
 	}
 	h := sha256.Sum256(append(clone(cardKDD), aid...))
 	return h[:10]
+}
+
+// kdf3 is the GPPro "kdf3" diversification template (gp-card.md 3.2):
+// AES-CMAC(master, i || 00 00 00 || k || 00 || KDD) for i = 1, 2, ..., cut
+// to the master key's length, i.e. the NIST SP 800-108 counter-mode KDF with
+// an 8-bit counter before the fixed input. gpcrypto.KDF3 is the same
+// template but accepts only k = 01-03 (ENC, MAC, DEK) and 10-byte KDDs; the
+// card also diversifies its Appendix C keys (k = 10-12: DivDAP, DivToken,
+// DivReceipt) and DeriveKey takes any k, so the template runs on
+// gpcrypto.CounterKDF here (crosscheck_test.go pins it to gpcrypto.KDF3).
+func kdf3(master []byte, k byte, kdd []byte) ([]byte, error) {
+	fixed := append([]byte{0, 0, 0, k, 0}, kdd...)
+	return gpcrypto.CounterKDF(master, 8*len(master), gpcrypto.KDFParams{
+		Location: gpcrypto.CounterBeforeFixed, CounterBits: 8, After: fixed})
 }
 
 // DeriveKey diversifies an AES master key (16, 24 or 32 bytes) with the

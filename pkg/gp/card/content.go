@@ -7,6 +7,8 @@ import (
 	"crypto/sha512"
 
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
+	"github.com/tsmhub/tsmhub/pkg/gp/command"
+	"github.com/tsmhub/tsmhub/pkg/gp/gpcrypto"
 )
 
 // Card content management: INSTALL (GPC 11.5), LOAD (11.6), DELETE (11.2),
@@ -95,8 +97,7 @@ func (r *request) checkToken(a authority, dtbs, token []byte) uint16 {
 	if key == nil {
 		return apdu.SWSecurityNotSatisfied
 	}
-	want, err := aesCMAC(key, dtbs)
-	if err != nil || !equalCT(want, token) {
+	if ok, err := command.VerifyAESToken(key, dtbs, token); err != nil || !ok {
 		return apdu.SWSecurityNotSatisfied
 	}
 	return apdu.SWOK
@@ -165,7 +166,7 @@ func (r *request) confirmation(a authority, receiptData []byte) ([]byte, uint16)
 	unique := append(r.sdData(rg, "42"), r.sdData(rg, "45")...)
 	cd := []byte{0x02, byte(rg.ConfirmationCounter >> 8), byte(rg.ConfirmationCounter)}
 	cd = append(cd, lvBytes(unique)...)
-	receipt, err := aesCMAC(key, append(clone(cd), receiptData...))
+	receipt, err := command.AESReceipt(key, append(clone(cd), receiptData...))
 	if err != nil {
 		return nil, apdu.SWConditionsNotSatisfied
 	}
@@ -399,8 +400,8 @@ func (r *request) load() ([]byte, uint16) {
 		if key == nil || len(ls.LFDBH) < minHash(len(key)) {
 			return nil, apdu.SWSecurityNotSatisfied
 		}
-		want, err := aesCMAC(key, ls.LFDBH)
-		if err != nil || !equalCT(want, sig) {
+		want, err := command.AESDAP(key, ls.LFDBH)
+		if err != nil || !gpcrypto.Equal(want, sig) {
 			return nil, apdu.SWSecurityNotSatisfied
 		}
 		verified[string(v.AID)] = true

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
+	"github.com/tsmhub/tsmhub/pkg/gp/gpcrypto"
 	"github.com/tsmhub/tsmhub/pkg/gp/scp03"
 )
 
@@ -50,16 +51,16 @@ func tryOpenSCP03(t testing.TB, c *Card, ch byte, kvn byte, enc, mac, dek []byte
 	cardChallenge, cryptogram := d[13:21], d[21:29]
 	ctx := append(clone(hostChallenge), cardChallenge...)
 	h := &testHost{t: t, c: c, ch: ch, dek: dek, level: level, chain: make([]byte, 16)}
-	h.sEnc, _ = scp03KDF(enc, 0x04, len(enc)*8, ctx)
-	h.sMac, _ = scp03KDF(mac, 0x06, len(mac)*8, ctx)
-	h.sRmac, _ = scp03KDF(mac, 0x07, len(mac)*8, ctx)
-	cc, _ := scp03KDF(h.sMac, 0x00, 64, ctx)
+	h.sEnc, _ = gpcrypto.SCP03KDF(enc, 0x04, len(enc)*8, ctx)
+	h.sMac, _ = gpcrypto.SCP03KDF(mac, 0x06, len(mac)*8, ctx)
+	h.sRmac, _ = gpcrypto.SCP03KDF(mac, 0x07, len(mac)*8, ctx)
+	cc, _ := gpcrypto.SCP03KDF(h.sMac, 0x00, 64, ctx)
 	if !bytes.Equal(cc, cryptogram) {
 		t.Fatalf("card cryptogram mismatch")
 	}
-	hc, _ := scp03KDF(h.sMac, 0x01, 64, ctx)
+	hc, _ := gpcrypto.SCP03KDF(h.sMac, 0x01, 64, ctx)
 	hdr := []byte{0x84, 0x82, level, 0x00, 0x10}
-	m, _ := aesCMAC(h.sMac, append(append(clone(h.chain), hdr...), hc...))
+	m, _ := gpcrypto.CMAC(h.sMac, append(append(clone(h.chain), hdr...), hc...))
 	h.chain = m
 	ea := append(append([]byte{0x84 | ch, 0x82, level, 0x00, 0x10}, hc...), m[:8]...)
 	resp = c.Transmit(ea)
@@ -77,11 +78,11 @@ func (h *testHost) wrap(plain []byte) []byte {
 	data := cmd.Data
 	if h.level&scp03.BitCDEC != 0 && len(data) > 0 {
 		icv, _ := aesECB(h.sEnc, counterBlockFor(h.counter, 0))
-		data, _ = aesCBC(h.sEnc, icv, pad80(data, 16), true)
+		data, _ = gpcrypto.AESCBCEncrypt(h.sEnc, icv, gpcrypto.Pad80(data, 16))
 	}
 	cla := apdu.WithSecureMessaging(cmd.CLA)
 	lc := len(data) + 8
-	m, _ := aesCMAC(h.sMac, append(append(clone(h.chain), lcHeader(apdu.WithoutChannel(cla), cmd, lc)...), data...))
+	m, _ := gpcrypto.CMAC(h.sMac, append(append(clone(h.chain), lcHeader(apdu.WithoutChannel(cla), cmd, lc)...), data...))
 	h.chain = m
 	out := apdu.Command{CLA: cla, INS: cmd.INS, P1: cmd.P1, P2: cmd.P2, Data: append(clone(data), m[:8]...), Le: cmd.Le}
 	return out.Bytes()
@@ -94,6 +95,16 @@ func lcHeader(cla byte, cmd apdu.Command, lc int) []byte {
 		return []byte{cla, cmd.INS, cmd.P1, cmd.P2, 0, byte(lc >> 8), byte(lc)}
 	}
 	return []byte{cla, cmd.INS, cmd.P1, cmd.P2, byte(lc)}
+}
+
+// aesECB encrypts one block: the C-DECRYPTION / R-ENCRYPTION ICV is
+// AES-ECB(S-ENC, counter block) (Amd D 6.2.6, 6.2.7).
+func aesECB(key, block []byte) ([]byte, error) {
+	b, err := gpcrypto.NewAES(key)
+	if err != nil {
+		return nil, err
+	}
+	return gpcrypto.ECBEncrypt(b, block)
 }
 
 func counterBlockFor(n uint32, first byte) []byte {
@@ -115,16 +126,16 @@ func (h *testHost) send(plain []byte) ([]byte, uint16) {
 			h.t.Fatalf("response without R-MAC: %X", resp)
 		}
 		body, rm := d[:len(d)-8], d[len(d)-8:]
-		want, _ := aesCMAC(h.sRmac, append(append(clone(h.chain), body...), byte(s>>8), byte(s)))
+		want, _ := gpcrypto.CMAC(h.sRmac, append(append(clone(h.chain), body...), byte(s>>8), byte(s)))
 		if !bytes.Equal(want[:8], rm) {
 			h.t.Fatalf("R-MAC mismatch")
 		}
 		d = body
 		if h.level&scp03.BitRENC != 0 && len(d) > 0 {
 			icv, _ := aesECB(h.sEnc, counterBlockFor(h.counter, 0x80))
-			dec, _ := aesCBC(h.sEnc, icv, d, false)
-			var ok bool
-			if d, ok = unpad80(dec); !ok {
+			dec, _ := gpcrypto.AESCBCDecrypt(h.sEnc, icv, d)
+			var err error
+			if d, err = gpcrypto.Unpad80(dec, 16); err != nil {
 				h.t.Fatalf("bad R-ENC padding")
 			}
 		}
@@ -146,11 +157,11 @@ func (h *testHost) must(plain string, want uint16) []byte {
 func putKeyData(t testing.TB, dek []byte, newKVN byte, keys ...[]byte) []byte {
 	out := []byte{newKVN}
 	for _, k := range keys {
-		enc, err := aesCBC(dek, nil, k, true)
+		enc, err := gpcrypto.AESCBCEncrypt(dek, nil, k)
 		if err != nil {
 			t.Fatal(err)
 		}
-		kcv, _ := kcvAES(k)
+		kcv, _ := gpcrypto.AESKCV(k)
 		out = append(out, 0x88, byte(len(enc)+1), byte(len(k)))
 		out = append(out, enc...)
 		out = append(out, 0x03)

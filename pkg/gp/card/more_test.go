@@ -6,6 +6,7 @@ import (
 
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
 	"github.com/tsmhub/tsmhub/pkg/gp/command"
+	"github.com/tsmhub/tsmhub/pkg/gp/gpcrypto"
 	"github.com/tsmhub/tsmhub/pkg/gp/scp02"
 )
 
@@ -105,11 +106,11 @@ func TestDGIKeyLoading(t *testing.T) {
 	h.must(up(cmdBytes(0x80, 0xE6, 0x0C, 0x00, lvs(SSDPackageAID, SSDModuleAID, sd, hxs("800000"), hxs("C900"), nil), true)), apdu.SWOK)
 	h.must(up(cmdBytes(0x80, 0xE6, 0x20, 0x00, lvs(nil, nil, sd, nil, nil), true)), apdu.SWOK)
 	key := bytes.Repeat([]byte{0x42}, 16)
-	kcv, _ := kcvAES(key)
+	kcv, _ := gpcrypto.AESKCV(key)
 	var crts, blocks []byte
 	for id := byte(1); id <= 3; id++ {
 		crts = append(crts, tlv(0xB9, append(append(append(append(tlv(0x95, []byte{0x18}), tlv(0x80, []byte{KeyTypeAES})...), tlv(0x81, []byte{16})...), tlv(0x82, []byte{id})...), append(tlv(0x83, []byte{0x30}), tlv(0x84, kcv)...)...))...)
-		enc, _ := aesCBC(dek, nil, key, true)
+		enc, _ := gpcrypto.AESCBCEncrypt(dek, nil, key)
 		blocks = append(blocks, append([]byte{0x81, 0x13, byte(len(enc))}, enc...)...)
 	}
 	data := append(append([]byte{0x00, 0xB9, byte(len(crts))}, crts...), blocks...)

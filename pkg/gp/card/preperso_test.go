@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
+	"github.com/tsmhub/tsmhub/pkg/gp/gpcrypto"
 )
 
 // TestPrePersonalization runs the Fig. 4 flow at APDU level on every
@@ -30,7 +31,7 @@ func TestPrePersonalization(t *testing.T) {
 				h.must(up(cmdBytes(0x80, 0xE6, 0x0C, 0x00, lvs(SSDPackageAID, SSDModuleAID, sp.sd, hxs("800000"), hxs("C900"), nil), true)), apdu.SWOK)
 				h.must(up(cmdBytes(0x80, 0xE6, 0x20, 0x00, lvs(nil, nil, sp.sd, nil, nil), true)), apdu.SWOK)
 				resp := h.must(up(cmdBytes(0x80, 0xD8, 0x00, 0x81, putKeyData(t, dek, 0x30, sp.key, sp.key, sp.key), true)), apdu.SWOK)
-				kcv, _ := kcvAES(sp.key)
+				kcv, _ := gpcrypto.AESKCV(sp.key)
 				if !bytes.Equal(resp, append(append(append([]byte{0x30}, kcv...), kcv...), kcv...)) {
 					t.Fatalf("PUT KEY response %X", resp)
 				}

@@ -2,6 +2,8 @@ package card
 
 import (
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
+	"github.com/tsmhub/tsmhub/pkg/gp/command"
+	"github.com/tsmhub/tsmhub/pkg/gp/gpcrypto"
 )
 
 // putKey is PUT KEY (GPC 11.8, Amd D 7.2): add or replace one or several
@@ -93,11 +95,11 @@ func (r *request) putKey() ([]byte, uint16) {
 	}
 	resp := []byte{newKVN}
 	for _, b := range blocks {
-		kcv, err := kcvFor(b.typ, b.value)
+		kcv, err := command.KCV(b.typ, b.value)
 		if err != nil {
 			return nil, apdu.SWIncorrectData
 		}
-		if len(b.kcv) > 0 && !equalCT(kcv, b.kcv) {
+		if len(b.kcv) > 0 && !gpcrypto.Equal(kcv, b.kcv) {
 			return nil, apdu.SWSecurityNotSatisfied
 		}
 		resp = append(resp, kcv...)

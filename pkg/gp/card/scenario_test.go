@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
+	"github.com/tsmhub/tsmhub/pkg/gp/gpcrypto"
 )
 
 // expected SDs and privileges per configuration (DESIGN.md 1; the choices
@@ -151,7 +152,7 @@ func testDelegatedManagement(t *testing.T, c *Card, cfg Config) {
 	}
 	tokenKey, _ := DeriveKey(testMaster, DivToken, SDKDD(c.KDD(), tv))
 	dtbs := append([]byte{0x0C, 0x00, byte(len(body))}, body...)
-	token, _ := aesCMAC(tokenKey, dtbs)
+	token, _ := gpcrypto.CMAC(tokenKey, dtbs)
 	good := append(append(clone(body), 0x10), token...)
 	resp, s := dm.send(cmdBytes(0x82, 0xE6, 0x0C, 0x00, good, true))
 	if s != apdu.SWOK {
@@ -163,7 +164,7 @@ func testDelegatedManagement(t *testing.T, c *Card, cfg Config) {
 	}
 	receipt, cd := resp[2:18], resp[18:]
 	receiptKey, _ := DeriveKey(testMaster, DivReceipt, SDKDD(c.KDD(), rg))
-	want, _ := aesCMAC(receiptKey, append(append(clone(cd), lvBytes(GenericELFAID)...), lvBytes(inst)...))
+	want, _ := gpcrypto.CMAC(receiptKey, append(append(clone(cd), lvBytes(GenericELFAID)...), lvBytes(inst)...))
 	if !bytes.Equal(want, receipt) {
 		t.Fatalf("receipt does not verify")
 	}
@@ -172,7 +173,7 @@ func testDelegatedManagement(t *testing.T, c *Card, cfg Config) {
 	}
 	// DELETE with the derived-vector token layout (GPC Table C-9).
 	del := tlv(0x4F, inst)
-	dtok, _ := aesCMAC(tokenKey, append([]byte{0x00, 0x00, byte(len(del))}, del...))
+	dtok, _ := gpcrypto.CMAC(tokenKey, append([]byte{0x00, 0x00, byte(len(del))}, del...))
 	if _, s := dm.send(cmdBytes(0x82, 0xE4, 0x00, 0x00, append(clone(del), tlv(0x9E, dtok)...), true)); s != apdu.SWOK {
 		t.Fatalf("DM delete with token: SW %04X", s)
 	}
@@ -214,7 +215,7 @@ func testMandatedDAP(t *testing.T, c *Card, cfg Config) {
 		t.Fatalf("load without mandated DAP: SW %04X", s)
 	}
 	dapKey, _ := DeriveKey(testMaster, DivDAP, SDKDD(c.KDD(), vaSD))
-	sig, _ := aesCMAC(dapKey, hash[:])
+	sig, _ := gpcrypto.CMAC(dapKey, hash[:])
 	dap := tlv(0xE2, append(tlv(0x4F, vaSD), tlv(0xC3, sig)...))
 	if s := runLoad(loadFile(dap)); s != apdu.SWOK {
 		t.Fatalf("load with mandated DAP: SW %04X", s)

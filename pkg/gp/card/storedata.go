@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
+	"github.com/tsmhub/tsmhub/pkg/gp/command"
+	"github.com/tsmhub/tsmhub/pkg/gp/gpcrypto"
 )
 
 // LCAppPersonalized is the application-specific state (GPC Table 11-4,
@@ -282,8 +284,8 @@ func (r *request) storeDGIs(sd *entry, dgis []dgi) uint16 {
 		}
 		v := clone(dec[:k.length])
 		if len(k.kcv) > 0 {
-			kcv, err := kcvFor(k.typ, v)
-			if err != nil || !equalCT(kcv, k.kcv[:min(len(k.kcv), 3)]) {
+			kcv, err := command.KCV(k.typ, v)
+			if err != nil || !gpcrypto.Equal(kcv, k.kcv[:min(len(k.kcv), 3)]) {
 				return apdu.SWSecurityNotSatisfied
 			}
 		}
@@ -315,11 +317,4 @@ func (r *request) maybePersonalize(sd *entry) {
 	if sd.Kind == KindSD && sd.LifeCycle == LCSelectable && sd.defaultKeySet() != nil && aidEq(r.ch.PersoTarget, sd.AID) {
 		sd.LifeCycle = LCPersonalized
 	}
-}
-
-func kcvFor(typ byte, key []byte) ([]byte, error) {
-	if typ == KeyTypeDES {
-		return kcvDES(key)
-	}
-	return kcvAES(key)
 }
