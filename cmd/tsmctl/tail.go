@@ -7,9 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -333,13 +335,29 @@ func (l *eventLine) String() string {
 	return b.String()
 }
 
-// tail prints the events of every stream until ctx ends.
+// tailItem is what a stream's consumer hands to the printer: a line (nil
+// when its subject is not wanted) and whether it belongs to the stored
+// backlog; done marks the end of the stream's backlog.
+type tailItem struct {
+	line    *eventLine
+	backlog bool
+	done    bool
+}
+
+// backlogWait bounds how long tail waits for every stream's stored events
+// before it prints them (a stream whose last stored message vanished, e.g. a
+// replaced registry record, would otherwise never say it is done).
+const backlogWait = 10 * time.Second
+
+// tail prints the events of every stream until ctx ends: first the stored
+// ones (--since) of all streams merged in time order, then new ones as they
+// arrive.
 func tail(ctx context.Context, js jetstream.JetStream, o tailOptions, asJSON bool, out, errOut io.Writer) error {
 	patterns := splitPatterns(o.subjects)
 	if len(patterns) == 0 {
 		return fmt.Errorf("--subjects: give at least one subject pattern")
 	}
-	lines := make(chan *eventLine, 256)
+	items := make(chan tailItem, 1024)
 	var wg sync.WaitGroup
 	started := 0
 	for _, s := range topology.Streams {
@@ -360,25 +378,44 @@ func tail(ctx context.Context, js jetstream.JetStream, o tailOptions, asJSON boo
 			fmt.Fprintf(errOut, "tsmctl: tail: skipping stream %s: %v\n", s.Name, err)
 			continue
 		}
+		// The consumer counts the stored messages it will deliver first.
+		hasBacklog := o.since > 0
+		if info := cons.CachedInfo(); info == nil || info.NumPending == 0 {
+			hasBacklog = false
+		}
+		send := func(it tailItem) {
+			select {
+			case items <- it:
+			case <-ctx.Done():
+			}
+		}
+		// Set while the consumer delivers stored messages; atomic because a
+		// re-created ordered consumer calls back from another goroutine.
+		var inBacklog atomic.Bool
+		inBacklog.Store(hasBacklog)
 		stream := s.Name
 		cc, err := cons.Consume(func(m jetstream.Msg) {
-			var seq uint64
+			var seq, pending uint64
 			var ts time.Time
 			if md, err := m.Metadata(); err == nil {
-				seq, ts = md.Sequence.Stream, md.Timestamp
+				seq, ts, pending = md.Sequence.Stream, md.Timestamp, md.NumPending
 			}
-			l := summarize(stream, m.Subject(), m.Headers(), m.Data(), seq, ts)
-			if !matchAny(patterns, m.Subject()) || !o.filter.match(l) {
-				return
+			it := tailItem{backlog: inBacklog.Load()}
+			if matchAny(patterns, m.Subject()) {
+				it.line = summarize(stream, m.Subject(), m.Headers(), m.Data(), seq, ts)
 			}
-			select {
-			case lines <- l:
-			case <-ctx.Done():
+			send(it)
+			if it.backlog && pending == 0 {
+				inBacklog.Store(false)
+				send(tailItem{done: true})
 			}
 		})
 		if err != nil {
 			fmt.Fprintf(errOut, "tsmctl: tail: skipping stream %s: %v\n", s.Name, err)
 			continue
+		}
+		if !hasBacklog {
+			send(tailItem{done: true})
 		}
 		started++
 		wg.Add(1)
@@ -391,19 +428,107 @@ func tail(ctx context.Context, js jetstream.JetStream, o tailOptions, asJSON boo
 	if started == 0 {
 		return fmt.Errorf("no stream to read: do the streams exist and does --subjects %q match any of them?", o.subjects)
 	}
-	enc := json.NewEncoder(out)
+	p := &tailPrinter{filter: o.filter, asJSON: asJSON, enc: json.NewEncoder(out), out: out, tracker: newTracker()}
+
+	// Backlog: collect every stream's stored events, print them in time order.
+	var backlog, early []*eventLine
+	timeout := time.NewTimer(backlogWait)
+	defer timeout.Stop()
+	for remaining := started; remaining > 0; {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return nil
+		case <-timeout.C:
+			fmt.Fprintf(errOut, "tsmctl: tail: %d streams still delivering stored events after %s; going live\n", remaining, backlogWait)
+			remaining = 0
+		case it := <-items:
+			switch {
+			case it.done:
+				remaining--
+			case it.line == nil:
+			case it.backlog:
+				backlog = append(backlog, it.line)
+			default:
+				early = append(early, it.line)
+			}
+		}
+	}
+	sort.SliceStable(backlog, func(i, j int) bool { return backlog[i].Time.Before(backlog[j].Time) })
+	for _, l := range append(backlog, early...) {
+		p.emit(l)
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			wg.Wait()
 			return nil
-		case l := <-lines:
-			if asJSON {
-				_ = enc.Encode(l)
-			} else {
-				fmt.Fprintln(out, l.String())
+		case it := <-items:
+			if it.line != nil {
+				p.emit(it.line)
 			}
 		}
+	}
+}
+
+// tailPrinter enriches, filters and prints lines, one at a time.
+type tailPrinter struct {
+	filter  tailFilter
+	asJSON  bool
+	enc     *json.Encoder
+	out     io.Writer
+	tracker *tracker
+}
+
+func (p *tailPrinter) emit(l *eventLine) {
+	p.tracker.enrich(l)
+	if !p.filter.match(l) {
+		return
+	}
+	if p.asJSON {
+		_ = p.enc.Encode(l)
+		return
+	}
+	fmt.Fprintln(p.out, l.String())
+}
+
+// trackerLimit bounds the tracker's maps on a long tail.
+const trackerLimit = 100000
+
+// tracker learns which SE a request and a conversation belong to, so that
+// events that name only a conversation (send-script, end-conversation and
+// their responses) or only a correlation id still pass the --se filter: the
+// begin-conversation request names the SE, its response (same correlation
+// id) the conversation.
+type tracker struct {
+	seOfRequest      map[string]string
+	seOfConversation map[string]string
+}
+
+func newTracker() *tracker {
+	return &tracker{seOfRequest: map[string]string{}, seOfConversation: map[string]string{}}
+}
+
+func (t *tracker) enrich(l *eventLine) {
+	if len(t.seOfRequest) > trackerLimit || len(t.seOfConversation) > trackerLimit {
+		*t = *newTracker()
+	}
+	if l.SE == "" && l.Conversation != "" {
+		l.SE = t.seOfConversation[l.Conversation]
+	}
+	if l.SE == "" && l.CorrelationID != "" {
+		l.SE = t.seOfRequest[l.CorrelationID]
+	}
+	if l.SE == "" {
+		return
+	}
+	if l.Conversation != "" {
+		t.seOfConversation[l.Conversation] = l.SE
+	}
+	if l.CorrelationID != "" {
+		t.seOfRequest[l.CorrelationID] = l.SE
+	} else if l.Stream == topology.StreamRequests.Name && l.ID != "" {
+		t.seOfRequest[l.ID] = l.SE
 	}
 }
 

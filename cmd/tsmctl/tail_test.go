@@ -283,20 +283,46 @@ func TestTailCommand(t *testing.T) {
 		Responses: []string{"9000"}})
 	publish(t, js, subj, h, b)
 
+	// A conversation: the begin request names the SE, its response (same
+	// correlation id) the conversation, the send-script request only the
+	// conversation: all three belong to SE A.
+	subj = topology.SPRequest("bank-a", topology.OpBeginConversation)
+	h, b = encode(t, subj, "begin-a", topology.SPSourcePrefix+"bank-a", "tsm.begin-conversation.request", "", "",
+		contract.BeginConversationRequest{SEID: seA, TargetAID: "A000000555AA01", RequestedOperation: "other"})
+	publish(t, js, subj, h, b)
+	subj = topology.SPResponse("bank-a", topology.OpBeginConversation)
+	h, b = encode(t, subj, "begun-a", topology.CentralSource, "tsm.begin-conversation.response", "conv-a", "begin-a",
+		contract.BeginConversationResponse{Result: contract.Success(), ConversationID: "conv-a"})
+	publish(t, js, subj, h, b)
+	subj = topology.SPRequest("bank-a", topology.OpSendScript)
+	h, b = encode(t, subj, "script-a", topology.SPSourcePrefix+"bank-a", "tsm.send-script.request", "", "",
+		contract.SendScriptRequest{ConversationID: "conv-a", Commands: []string{apduX}})
+	publish(t, js, subj, h, b)
+
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{}
 	errOut := &syncBuffer{}
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"--nats", url, "tail", "--se", seA, "--since", "1h"}, out, errOut) }()
-	waitFor(t, "stored events", func() bool {
-		s := out.String()
-		return strings.Contains(s, "id=req-a") && strings.Contains(s, "id=step-a")
-	})
+	waitFor(t, "stored events", func() bool { return strings.Contains(out.String(), "id=script-a") })
+	// Stored events of all streams come in time order.
+	var order []string
+	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		order = append(order, strings.Fields(strings.SplitN(l, " id=", 2)[1])[0])
+	}
+	if got := strings.Join(order, ","); got != "req-a,step-a,begin-a,begun-a,script-a" {
+		t.Errorf("stored events in order %s", got)
+	}
 	subj = topology.SPResponse("bank-a", topology.OpGetSEData)
 	h, b = encode(t, subj, "res-a", topology.CentralSource, "tsm.get-se-data.response", seA, "req-a",
 		contract.GetSEDataResponse{Result: contract.Success(), SEID: seA})
 	publish(t, js, subj, h, b)
 	waitFor(t, "a new event", func() bool { return strings.Contains(out.String(), "id=res-a") })
+	subj = topology.SPRequest("bank-a", topology.OpEndConversation)
+	h, b = encode(t, subj, "end-a", topology.SPSourcePrefix+"bank-a", "tsm.end-conversation.request", "", "",
+		contract.EndConversationRequest{ConversationID: "conv-a", Outcome: "success"})
+	publish(t, js, subj, h, b)
+	waitFor(t, "a new event of the conversation", func() bool { return strings.Contains(out.String(), "id=end-a") })
 	cancel()
 	select {
 	case code := <-done:
@@ -310,8 +336,11 @@ func TestTailCommand(t *testing.T) {
 	if strings.Contains(s, "step-b") || strings.Contains(s, seB) {
 		t.Errorf("SE filter let SE B through:\n%s", s)
 	}
-	if n := strings.Count(s, "\n"); n != 3 {
-		t.Errorf("%d lines, want 3:\n%s", n, s)
+	if n := strings.Count(s, "\n"); n != 7 {
+		t.Errorf("%d lines, want 7:\n%s", n, s)
+	}
+	if !strings.Contains(s, "id=script-a sp=bank-a se="+seA+" conv=conv-a cmds=1") {
+		t.Errorf("send-script request not tied to its SE:\n%s", s)
 	}
 	if !strings.Contains(s, "status=Executed-Success") || !strings.Contains(s, "resps=1") {
 		t.Errorf("output:\n%s", s)
