@@ -11,6 +11,7 @@ import (
 
 	"github.com/tsmhub/tsmhub/pkg/contract"
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
+	"github.com/tsmhub/tsmhub/pkg/gp/gpcrypto"
 	"github.com/tsmhub/tsmhub/pkg/gp/scp03"
 	"github.com/tsmhub/tsmhub/pkg/spclient"
 	"github.com/tsmhub/tsmhub/pkg/topology"
@@ -52,10 +53,12 @@ with outcome failure when a script failed. Exit status 1 on any failed status
 or response that does not verify.
 
 Keys: --sd-master-key derives the SD's keys with kdf3 over the KDD the card
-returns (pre-issued SP SDs); --keys gives the static keys (after a key rotation,
-or the temporary keys of pre-personalization). $TSM_SD_MASTER_KEY and
-$TSM_SD_KEYS are read when the flags are not given, which keeps keys out of the
-process list. Keys are never printed.
+returns (pre-issued SP SDs); --keys gives the static keys (e.g. after a key
+rotation); --wrapped-keys with --ktk takes the temporary keys exactly as
+pre-personalize returned them (temporaryKeys.wrapped) and unwraps them in
+memory. $TSM_SD_MASTER_KEY, $TSM_SD_KEYS and $TSM_KTK are read when the flags
+are not given, which keeps keys out of the process list. Keys are never
+printed.
 
 Example (the README walkthrough):
   # 1-init.txt                    # 2-rotate.txt
@@ -69,8 +72,9 @@ var converseCommand = &command{
 	name:    "converse",
 	summary: "begin a conversation, send one script per --script file, end it (end-to-end SCP03)",
 	usage: "--se <seId> --target-aid <aid> --operation key-rotation|personalization|post-personalization|other\n" +
-		"       [--service-id number:version] [--sd-master-key hex | --keys enc:mac:dek] [--kvn 30] [--level 03]\n" +
-		"       [--continue-on-error] --script file1 [--script file2 ...] [--outcome success]",
+		"       [--service-id number:version] [--sd-master-key hex | --keys enc:mac:dek | --wrapped-keys hex --ktk hex]\n" +
+		"       [--kvn 30] [--level 03]" +
+		" [--continue-on-error] --script file1 [--script file2 ...] [--outcome success]",
 	help: scriptFormatHelp,
 	flags: func(fs *flag.FlagSet) func(ctx context.Context, e *env, args []string) int {
 		o := &converseOptions{}
@@ -80,6 +84,8 @@ var converseCommand = &command{
 		fs.StringVar(&o.serviceID, "service-id", "", "service of the catalog as number:version")
 		fs.StringVar(&o.masterKey, "sd-master-key", "", "SD master key in hex ($TSM_SD_MASTER_KEY)")
 		fs.StringVar(&o.keys, "keys", "", "static SD keys enc:mac:dek in hex ($TSM_SD_KEYS)")
+		fs.StringVar(&o.wrappedKeys, "wrapped-keys", "", "temporary SD keys as pre-personalize returned them (temporaryKeys.wrapped, hex); needs --ktk")
+		fs.StringVar(&o.ktk, "ktk", "", "the SP's key-transport key in hex, to unwrap --wrapped-keys ($TSM_KTK)")
 		fs.StringVar(&o.kvn, "kvn", "30", "key version for initialize-update, hex (00 = default key set)")
 		fs.StringVar(&o.level, "level", "03", "security level for external-authenticate, hex")
 		fs.BoolVar(&o.continueOnError, "continue-on-error", false, "let the SE run the rest of a script after a failing command")
@@ -99,6 +105,7 @@ var converseCommand = &command{
 type converseOptions struct {
 	seID, targetAID, operation, serviceID string
 	masterKey, keys, kvn, level           string
+	wrappedKeys, ktk                      string
 	continueOnError                       bool
 	scripts                               stringList
 	outcome                               string
@@ -179,12 +186,24 @@ func (o *converseOptions) prepare() (*prepared, error) {
 // channelConfig reads the key flags (or their environment variables).
 func (o *converseOptions) channelConfig() (spclient.SecureChannelConfig, bool, error) {
 	master, keys := o.masterKey, o.keys
-	if master == "" && keys == "" {
+	if master == "" && keys == "" && o.wrappedKeys == "" {
 		master, keys = os.Getenv("TSM_SD_MASTER_KEY"), os.Getenv("TSM_SD_KEYS")
 	}
+	given := 0
+	for _, v := range []string{master, keys, o.wrappedKeys} {
+		if v != "" {
+			given++
+		}
+	}
 	switch {
-	case master != "" && keys != "":
-		return spclient.SecureChannelConfig{}, false, fmt.Errorf("give --sd-master-key or --keys, not both")
+	case given > 1:
+		return spclient.SecureChannelConfig{}, false, fmt.Errorf("give one of --sd-master-key, --keys and --wrapped-keys")
+	case o.wrappedKeys != "":
+		k, err := unwrapTemporaryKeys(o.wrappedKeys, o.ktk)
+		if err != nil {
+			return spclient.SecureChannelConfig{}, false, err
+		}
+		return spclient.SecureChannelConfig{Keys: &k}, true, nil
 	case master != "":
 		b, err := apdu.DecodeHex(master)
 		if err != nil {
@@ -199,6 +218,35 @@ func (o *converseOptions) channelConfig() (spclient.SecureChannelConfig, bool, e
 		return spclient.SecureChannelConfig{Keys: &k}, true, nil
 	}
 	return spclient.SecureChannelConfig{}, false, nil
+}
+
+// unwrapTemporaryKeys unwraps the temporary keys of pre-personalize: RFC
+// 3394 AES key wrap under the SP's key-transport key of ENC || MAC || DEK.
+// The keys stay in memory; errors never show them.
+func unwrapTemporaryKeys(wrappedHex, ktkHex string) (scp03.StaticKeys, error) {
+	if ktkHex == "" {
+		ktkHex = os.Getenv("TSM_KTK")
+	}
+	if ktkHex == "" {
+		return scp03.StaticKeys{}, fmt.Errorf("--wrapped-keys needs --ktk (or $TSM_KTK), the SP's key-transport key")
+	}
+	ktk, err := apdu.DecodeHex(ktkHex)
+	if err != nil {
+		return scp03.StaticKeys{}, fmt.Errorf("--ktk is not hex")
+	}
+	wrapped, err := apdu.DecodeHex(wrappedHex)
+	if err != nil {
+		return scp03.StaticKeys{}, fmt.Errorf("--wrapped-keys is not hex")
+	}
+	plain, err := gpcrypto.AESKeyUnwrap(ktk, wrapped)
+	if err != nil {
+		return scp03.StaticKeys{}, fmt.Errorf("--wrapped-keys do not unwrap under --ktk (wrong key-transport key?)")
+	}
+	n := len(plain) / 3
+	if len(plain)%3 != 0 || (n != 16 && n != 24 && n != 32) {
+		return scp03.StaticKeys{}, fmt.Errorf("--wrapped-keys hold %d bytes, not three AES keys", len(plain))
+	}
+	return scp03.StaticKeys{ENC: plain[:n], MAC: plain[n : 2*n], DEK: plain[2*n:]}, nil
 }
 
 func converse(ctx context.Context, e *env, o *converseOptions) int {

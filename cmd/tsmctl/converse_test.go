@@ -18,6 +18,7 @@ import (
 	"github.com/tsmhub/tsmhub/pkg/events"
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
 	"github.com/tsmhub/tsmhub/pkg/gp/card"
+	"github.com/tsmhub/tsmhub/pkg/gp/gpcrypto"
 	"github.com/tsmhub/tsmhub/pkg/topology"
 )
 
@@ -302,5 +303,33 @@ func TestSEIDAndCallCommands(t *testing.T) {
 	}
 	if code, out, _ := runCLI(t, "help", "converse"); code != exitOK || !strings.Contains(out, "initialize-update") {
 		t.Errorf("help converse: exit %d\n%s", code, out)
+	}
+}
+
+func TestUnwrapTemporaryKeys(t *testing.T) {
+	ktk := mustHex(t, "000102030405060708090A0B0C0D0E0F")
+	plain := mustHex(t, keyA+keyB+keyC)
+	wrapped, err := gpcrypto.AESKeyWrap(ktk, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := unwrapTemporaryKeys(upper(wrapped), upper(ktk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if upper(k.ENC) != keyA || upper(k.MAC) != keyB || upper(k.DEK) != keyC {
+		t.Errorf("keys not split ENC||MAC||DEK")
+	}
+	_, err = unwrapTemporaryKeys(upper(wrapped), "0F0E0D0C0B0A09080706050403020100")
+	if err == nil || strings.Contains(err.Error(), keyA) {
+		t.Errorf("wrong KTK: %v", err)
+	}
+	t.Setenv("TSM_KTK", "")
+	if _, err := unwrapTemporaryKeys(upper(wrapped), ""); err == nil {
+		t.Error("no KTK accepted")
+	}
+	o := &converseOptions{wrappedKeys: upper(wrapped), ktk: upper(ktk), masterKey: spMasterHex}
+	if _, _, err := o.channelConfig(); err == nil {
+		t.Error("--wrapped-keys with --sd-master-key accepted")
 	}
 }

@@ -93,6 +93,9 @@ func TestReplayCommand(t *testing.T) {
 	if msg.Subject != subj || id == "" || id == "ev-9" || msg.Header.Get(headerReplayOf) != "TSM_STEPS/1" || !strings.Contains(out, id) {
 		t.Errorf("replayed message %s %v\n%s", msg.Subject, msg.Header, out)
 	}
+	if l := summarize(topology.StreamSteps.Name, msg.Subject, msg.Header, msg.Data, 2, msg.Time); !strings.Contains(l.String(), "replay-of=TSM_STEPS/1") {
+		t.Errorf("tail line of the copy: %s", l)
+	}
 	if code, _, _ := runCLI(t, "--nats", url, "replay", "--stream", "TSM_NOPE", "--seq", "1", "--yes"); code != exitUsage {
 		t.Errorf("unknown stream: exit %d", code)
 	}

@@ -119,6 +119,8 @@ type eventLine struct {
 	DLQReason   string `json:"dlqReason,omitempty"`
 	DLQSubject  string `json:"dlqSubject,omitempty"`
 	DLQConsumer string `json:"dlqConsumer,omitempty"`
+	// ReplayOf is the stream/sequence a `tsmctl replay` copied this from.
+	ReplayOf string `json:"replayOf,omitempty"`
 	// Undecodable says why the message is not a CloudEvent.
 	Undecodable string `json:"undecodable,omitempty"`
 	ceSubject   string
@@ -163,6 +165,7 @@ func summarize(stream, subject string, h nats.Header, body []byte, seq uint64, t
 			origin = l.DLQSubject
 		}
 	}
+	l.ReplayOf = headerValue(h, headerReplayOf)
 	ev, err := bus.Decode(h, body)
 	if err != nil {
 		l.Undecodable = err.Error()
@@ -326,6 +329,7 @@ func (l *eventLine) String() string {
 	add("outcome", l.Outcome)
 	add("from", l.DLQSubject)
 	add("consumer", l.DLQConsumer)
+	add("replay-of", l.ReplayOf)
 	if l.DLQReason != "" {
 		add("reason", strconv.Quote(l.DLQReason))
 	}
