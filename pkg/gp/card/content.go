@@ -9,6 +9,7 @@ import (
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
 	"github.com/tsmhub/tsmhub/pkg/gp/command"
 	"github.com/tsmhub/tsmhub/pkg/gp/gpcrypto"
+	"github.com/tsmhub/tsmhub/pkg/gp/tlv"
 )
 
 // Card content management: INSTALL (GPC 11.5), LOAD (11.6), DELETE (11.2),
@@ -38,24 +39,21 @@ type installReq struct {
 // maxLoadFile bounds a load file (memory of the simulated card).
 const maxLoadFile = 128 * 1024
 
-// lv reads the LV fields of INSTALL data (GPC 11.5.2.3; lengths are BER,
-// gp-card.md 2.3). It returns the fields and the offsets where each field's
-// length starts, so that the token data can be cut at the right place.
+// lvFields reads the LV fields of INSTALL data (GPC 11.5.2.3; lengths are
+// BER, gp-card.md 2.3) and the offsets where each field's length starts, so
+// that the token data can be cut at the right place.
 func lvFields(d []byte) (fields [][]byte, starts []int, ok bool) {
-	off := 0
-	for off < len(d) {
-		n, ll, ok := berLength(d[off:])
-		if !ok || off+ll+n > len(d) {
+	for rest := d; len(rest) > 0; {
+		starts = append(starts, len(d)-len(rest))
+		v, next, err := tlv.ReadLV(rest)
+		if err != nil {
 			return nil, nil, false
 		}
-		starts = append(starts, off)
-		fields = append(fields, d[off+ll:off+ll+n])
-		off += ll + n
+		fields = append(fields, v)
+		rest = next
 	}
 	return fields, starts, true
 }
-
-func lvBytes(v []byte) []byte { return append(berLen(len(v)), v...) }
 
 // authority describes what the requesting SD may do in content management
 // (GPC 9.1.3): the ISD and AM SDs act without a token; DM SDs need one.
@@ -103,13 +101,6 @@ func (r *request) checkToken(a authority, dtbs, token []byte) uint16 {
 	return apdu.SWOK
 }
 
-func dtbsHeader(p1, p2 byte, n int) []byte {
-	if n > 255 {
-		return []byte{p1, p2, 0, byte(n >> 8), byte(n)}
-	}
-	return []byte{p1, p2, byte(n)}
-}
-
 // roleSD finds the SD holding a DM role privilege (Token Verification,
 // Receipt Generation) for the requesting SD: first a supplementary SD among
 // its ancestors, then any supplementary SD with the privilege, then the ISD
@@ -146,8 +137,9 @@ func roleKey(sd *entry, kvn byte) []byte {
 
 // confirmation builds the DM response data (GPC 11.1.6, C.5): len ||
 // (len receipt || receipt || confirmation data). Without a Receipt
-// Generation SD the response is the plain 00.
-func (r *request) confirmation(a authority, receiptData []byte) ([]byte, uint16) {
+// Generation SD the response is the plain 00. receiptInput appends the
+// operation's fields to the confirmation data (command.*ReceiptInput).
+func (r *request) confirmation(a authority, receiptInput func(conf []byte) []byte) ([]byte, uint16) {
 	if !a.dm {
 		return []byte{0x00}, apdu.SWOK
 	}
@@ -164,14 +156,12 @@ func (r *request) confirmation(a authority, receiptData []byte) ([]byte, uint16)
 	}
 	rg.ConfirmationCounter++
 	unique := append(r.sdData(rg, "42"), r.sdData(rg, "45")...)
-	cd := []byte{0x02, byte(rg.ConfirmationCounter >> 8), byte(rg.ConfirmationCounter)}
-	cd = append(cd, lvBytes(unique)...)
-	receipt, err := command.AESReceipt(key, append(clone(cd), receiptData...))
+	cd := command.ConfirmationData(rg.ConfirmationCounter, unique, nil, nil)
+	receipt, err := command.AESReceipt(key, receiptInput(cd))
 	if err != nil {
 		return nil, apdu.SWConditionsNotSatisfied
 	}
-	conf := append(lvBytes(receipt), cd...)
-	return lvBytes(conf), apdu.SWOK
+	return command.Confirmation(receipt, cd), apdu.SWOK
 }
 
 // install dispatches INSTALL on its P1 role bits (GPC Table 11-42).
@@ -194,8 +184,7 @@ func (r *request) install() ([]byte, uint16) {
 		if len(f) != n {
 			return nil, nil, false
 		}
-		signed := cmd.Data[:starts[n-1]]
-		return append(dtbsHeader(cmd.P1, cmd.P2, len(signed)), signed...), f[n-1], true
+		return command.InstallTokenDTBS(cmd.P1, cmd.P2, cmd.Data[:starts[n-1]]), f[n-1], true
 	}
 	switch cmd.P1 {
 	case 0x02:
@@ -350,19 +339,20 @@ func (r *request) load() ([]byte, uint16) {
 		return []byte{0x00}, apdu.SWOK
 	}
 	r.ch.Load = nil
-	objs, ok := parseLoadFile(ls.Data)
-	if !ok {
+	// The load file: DAP blocks (E2), then the LFDB (C4); no padding.
+	objs, err := tlv.ParseWith(ls.Data, tlv.Options{Accept80As128: true})
+	if err != nil || len(objs) == 0 {
 		return nil, apdu.SWIncorrectData
 	}
 	var lfdb []byte
-	var daps []tlvObj
+	var daps []tlv.TLV
 	for _, o := range objs {
-		switch {
-		case bytes.Equal(o.tag, []byte{0xE2}):
+		switch o.Tag {
+		case 0xE2:
 			daps = append(daps, o)
-		case bytes.Equal(o.tag, []byte{0xC4}):
-			lfdb = o.value
-		case bytes.Equal(o.tag, []byte{0xD4}), bytes.Equal(o.tag, []byte{0xD3}):
+		case 0xC4:
+			lfdb = o.Value
+		case 0xD4, 0xD3:
 			// Ciphered load files (GPC C.6) are not supported.
 			return nil, apdu.SWIncorrectData
 		}
@@ -379,17 +369,17 @@ func (r *request) load() ([]byte, uint16) {
 	// DAP verification (GPC 9.3.5, C.3).
 	verified := map[string]bool{}
 	for _, d := range daps {
-		inner, ok := parseTLVs(d.value)
-		if !ok {
+		inner, err := tlv.ParseWith(d.Value, gpTLV)
+		if err != nil {
 			return nil, apdu.SWIncorrectData
 		}
 		var sdAID, sig []byte
 		for _, x := range inner {
-			switch {
-			case bytes.Equal(x.tag, []byte{0x4F}):
-				sdAID = x.value
-			case bytes.Equal(x.tag, []byte{0xC3}):
-				sig = x.value
+			switch x.Tag {
+			case 0x4F:
+				sdAID = x.Value
+			case 0xC3:
+				sig = x.Value
 			}
 		}
 		v := r.st.find(sdAID)
@@ -431,9 +421,11 @@ func (r *request) load() ([]byte, uint16) {
 		if out, s := r.installInstance(authority{}, *ls.Install, true); s != apdu.SWOK {
 			return out, s
 		}
-		return r.confirmation(a, append(append(lvBytes(ls.ELF), lvBytes(ls.Install.Instance)...), lvBytes(target.AID)...))
+		return r.confirmation(a, func(cd []byte) []byte {
+			return command.CombinedReceiptInput(cd, ls.ELF, ls.Install.Instance, target.AID)
+		})
 	}
-	return r.confirmation(a, append(lvBytes(ls.ELF), lvBytes(target.AID)...))
+	return r.confirmation(a, func(cd []byte) []byte { return command.LoadReceiptInput(cd, ls.ELF, target.AID) })
 }
 
 // minHash is GPC Table C-3 for AES keys: the LFDBH must be at least as
@@ -465,24 +457,6 @@ func hashOf(b []byte, n int) []byte {
 		return h[:]
 	}
 	return nil
-}
-
-// parseLoadFile splits a load file into its TLVs (E2 DAP blocks, C4 LFDB).
-func parseLoadFile(b []byte) ([]tlvObj, bool) {
-	var out []tlvObj
-	for len(b) > 0 {
-		tl, ok := tagLen(b)
-		if !ok {
-			return nil, false
-		}
-		n, ll, ok := berLength(b[tl:])
-		if !ok || len(b) < tl+ll+n {
-			return nil, false
-		}
-		out = append(out, tlvObj{tag: b[:tl], value: b[tl+ll : tl+ll+n]})
-		b = b[tl+ll+n:]
-	}
-	return out, len(out) > 0
 }
 
 // parseCAP reads the applet AIDs (Applet component, tag 03) and the package
@@ -559,24 +533,24 @@ func checkPrivileges(b []byte) (Privileges, bool) {
 // installParams checks the install parameters (GPC Table 11-49): C9 is
 // mandatory. It returns the C9 value and the implicit selection bytes (CF).
 func installParams(b []byte) (c9, cf []byte, ok bool) {
-	objs, ok := parseTLVs(b)
-	if !ok {
+	objs, err := tlv.ParseWith(b, gpTLV)
+	if err != nil {
 		return nil, nil, false
 	}
 	found := false
 	for _, o := range objs {
-		switch {
-		case bytes.Equal(o.tag, []byte{0xC9}):
+		switch o.Tag {
+		case 0xC9:
 			found = true
-			c9 = o.value
-		case bytes.Equal(o.tag, []byte{0xEF}):
-			inner, ok := parseTLVs(o.value)
-			if !ok {
+			c9 = o.Value
+		case 0xEF:
+			inner, err := tlv.ParseWith(o.Value, gpTLV)
+			if err != nil {
 				return nil, nil, false
 			}
 			for _, x := range inner {
-				if bytes.Equal(x.tag, []byte{0xCF}) && len(x.value) == 1 {
-					cf = append(cf, x.value[0])
+				if x.Tag == 0xCF && len(x.Value) == 1 {
+					cf = append(cf, x.Value[0])
 				}
 			}
 		}
@@ -646,7 +620,7 @@ func (r *request) installInstance(a authority, in installReq, selectable bool) (
 		}
 	}
 	r.st.Entries = append(r.st.Entries, e)
-	return r.confirmation(a, append(lvBytes(in.ELF), lvBytes(in.Instance)...))
+	return r.confirmation(a, func(cd []byte) []byte { return command.InstallReceiptInput(cd, in.ELF, in.Instance) })
 }
 
 // makeSelectable is INSTALL [for make selectable] (GPC 11.5.2.3.3): only
@@ -670,7 +644,7 @@ func (r *request) makeSelectable(a authority, aid, privs []byte) ([]byte, uint16
 		}
 		e.Privileges[0] |= PrivCardReset[0]
 	}
-	return r.confirmation(a, append(lvBytes(e.ELF), lvBytes(e.AID)...))
+	return r.confirmation(a, func(cd []byte) []byte { return command.InstallReceiptInput(cd, e.ELF, e.AID) })
 }
 
 // extradite is INSTALL [for extradition] (GPC 9.4): the application or ELF
@@ -696,7 +670,7 @@ func (r *request) extradite(a authority, destAID, aid, _ []byte) ([]byte, uint16
 	}
 	old := obj.SD
 	obj.SD = clone(dest.AID)
-	return r.confirmation(a, append(append(lvBytes(old), lvBytes(obj.AID)...), lvBytes(dest.AID)...))
+	return r.confirmation(a, func(cd []byte) []byte { return command.ExtraditionReceiptInput(cd, old, obj.AID, dest.AID) })
 }
 
 // registryUpdate is INSTALL [for registry update] (GPC 11.5.2.3.7): an
@@ -734,7 +708,7 @@ func (r *request) registryUpdate(a authority, sdAID, aid, privs, params []byte) 
 		newPriv = p
 	}
 	if len(params) != 0 {
-		if _, ok := parseTLVs(params); !ok {
+		if _, err := tlv.ParseWith(params, gpTLV); err != nil {
 			return nil, apdu.SWIncorrectData
 		}
 	}
@@ -744,8 +718,9 @@ func (r *request) registryUpdate(a authority, sdAID, aid, privs, params []byte) 
 	}
 	obj.Privileges = newPriv
 	newSD := obj.SD
-	rd := append(append(append(lvBytes(old), lvBytes(obj.AID)...), lvBytes(newSD)...), lvBytes(privs)...)
-	return r.confirmation(a, append(rd, lvBytes(params)...))
+	return r.confirmation(a, func(cd []byte) []byte {
+		return command.RegistryUpdateReceiptInput(cd, old, obj.AID, newSD, privs, params)
+	})
 }
 
 // deleteCmd is DELETE (GPC 11.2): an object, an object and its related
@@ -758,28 +733,32 @@ func (r *request) deleteCmd() ([]byte, uint16) {
 	if r.st.LifeCycle == CardLocked || r.st.LifeCycle == CardTerminated {
 		return nil, apdu.SWConditionsNotSatisfied
 	}
-	objs, ok := parseTLVs(cmd.Data)
-	if !ok || len(objs) == 0 {
+	// GPC Table 11-22: a plain sequence of TLVs (no padding, so that each
+	// object's offset is the sum of the encodings before it).
+	objs, err := tlv.ParseWith(cmd.Data, tlv.Options{Accept80As128: true})
+	if err != nil || len(objs) == 0 {
 		return nil, apdu.SWIncorrectData
 	}
 	var aid, token, keyID, kvn []byte
 	tokenAt := len(cmd.Data)
+	off := 0
 	for _, o := range objs {
-		switch {
-		case bytes.Equal(o.tag, []byte{0x4F}):
-			aid = o.value
-		case bytes.Equal(o.tag, []byte{0x9E}):
+		switch o.Tag {
+		case 0x4F:
+			aid = o.Value
+		case 0x9E:
 			// The token TLV ends the signed data (GPC Table C-9).
-			token = o.value
-			tokenAt = o.off
-		case bytes.Equal(o.tag, []byte{0xD0}):
-			keyID = o.value
-		case bytes.Equal(o.tag, []byte{0xD2}):
-			kvn = o.value
-		case bytes.Equal(o.tag, []byte{0xB6}):
+			token = o.Value
+			tokenAt = off
+		case 0xD0:
+			keyID = o.Value
+		case 0xD2:
+			kvn = o.Value
+		case 0xB6:
 		default:
 			return nil, apdu.SWIncorrectData
 		}
+		off += len(o.Raw)
 	}
 	if aid == nil {
 		return r.deleteKey(keyID, kvn)
@@ -788,8 +767,7 @@ func (r *request) deleteCmd() ([]byte, uint16) {
 	if s != apdu.SWOK {
 		return nil, s
 	}
-	signed := cmd.Data[:tokenAt]
-	if st := r.checkToken(a, append(dtbsHeader(cmd.P1, cmd.P2, len(signed)), signed...), token); st != apdu.SWOK {
+	if st := r.checkToken(a, command.TokenDTBS(cmd.P1, cmd.P2, cmd.Data[:tokenAt]), token); st != apdu.SWOK {
 		return nil, st
 	}
 	e := r.st.find(aid)
@@ -845,7 +823,7 @@ func (r *request) deleteCmd() ([]byte, uint16) {
 			ch.PersoTarget = nil
 		}
 	}
-	return r.confirmation(a, lvBytes(e.AID))
+	return r.confirmation(a, func(cd []byte) []byte { return command.DeleteReceiptInput(cd, e.AID) })
 }
 
 // related returns e and everything that depends on it: the instances of an

@@ -4,6 +4,8 @@ import (
 	"bytes"
 
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
+	"github.com/tsmhub/tsmhub/pkg/gp/command"
+	"github.com/tsmhub/tsmhub/pkg/gp/tlv"
 )
 
 // statusCursor continues a GET STATUS answered with 6310 (GPC 11.4.2.2).
@@ -12,7 +14,7 @@ type statusCursor struct {
 	P2     byte     `json:"p2"`
 	Filter []byte   `json:"filter,omitempty"`
 	LC     *byte    `json:"lc,omitempty"`
-	Tags   [][]byte `json:"tags,omitempty"`
+	Tags   []uint32 `json:"tags,omitempty"`
 	Next   int      `json:"next"`
 }
 
@@ -40,24 +42,24 @@ func (r *request) getStatus() ([]byte, uint16) {
 		cur = *r.ch.Status
 	} else {
 		cur = statusCursor{P1: cmd.P1, P2: cmd.P2}
-		objs, ok := parseTLVs(cmd.Data)
-		if !ok {
+		objs, err := tlv.ParseWith(cmd.Data, gpTLV)
+		if err != nil {
 			return nil, apdu.SWIncorrectData
 		}
 		has4F := false
 		for _, o := range objs {
-			switch {
-			case bytes.Equal(o.tag, []byte{0x4F}):
+			switch o.Tag {
+			case 0x4F:
 				has4F = true
-				cur.Filter = clone(o.value)
-			case bytes.Equal(o.tag, []byte{0x9F, 0x70}):
-				if len(o.value) < 1 {
+				cur.Filter = clone(o.Value)
+			case 0x9F70:
+				if len(o.Value) < 1 {
 					return nil, apdu.SWIncorrectData
 				}
-				lc := o.value[len(o.value)-1]
+				lc := o.Value[len(o.Value)-1]
 				cur.LC = &lc
-			case bytes.Equal(o.tag, []byte{0x5C}):
-				tags, ok := splitTags(o.value)
+			case 0x5C:
+				tags, ok := tagList(o.Value)
 				if !ok {
 					return nil, apdu.SWIncorrectData
 				}
@@ -131,9 +133,11 @@ func (r *request) lifeCycleOf(e *entry) byte {
 	return e.LifeCycle
 }
 
-// statusRecord encodes one entry: E3 { 4F, 9F70, C5, C4, CC, CE, 84 } in
-// the TLV format (P2 b2 = 1), or the deprecated fixed format.
-func (r *request) statusRecord(e *entry, p1 byte, tlvFormat bool, tags [][]byte) []byte {
+// statusRecord encodes one entry in the TLV format (P2 b2 = 1) as the
+// E3 { 4F, 9F70, C5, CF, C4, CE, 84, CC } of command.StatusEntry, or with a
+// tag list (5C) just the listed objects, in the listed order; or in the
+// deprecated fixed format.
+func (r *request) statusRecord(e *entry, p1 byte, tlvFormat bool, tags []uint32) []byte {
 	lc := r.lifeCycleOf(e)
 	if !tlvFormat {
 		out := append([]byte{byte(len(e.AID))}, e.AID...)
@@ -151,138 +155,65 @@ func (r *request) statusRecord(e *entry, p1 byte, tlvFormat bool, tags [][]byte)
 		}
 		return append(out, e.Privileges[0])
 	}
-	field := func(tag []byte) []byte {
-		switch {
-		case bytes.Equal(tag, []byte{0x4F}):
-			return tlv(0x4F, e.AID)
-		case bytes.Equal(tag, []byte{0x9F, 0x70}):
-			return tlvTag([]byte{0x9F, 0x70}, []byte{lc})
-		case bytes.Equal(tag, []byte{0xC5}):
-			if e.Kind == KindELF {
-				return nil
-			}
-			return tlv(0xC5, e.Privileges[:])
-		case bytes.Equal(tag, []byte{0xC4}):
-			if e.Kind == KindELF || e.ELF == nil {
-				return nil
-			}
-			return tlv(0xC4, e.ELF)
-		case bytes.Equal(tag, []byte{0xCC}):
-			if e.SD == nil {
-				return nil
-			}
-			return tlv(0xCC, e.SD)
-		case bytes.Equal(tag, []byte{0xCE}):
-			if e.Kind != KindELF || e.Version == nil {
-				return nil
-			}
-			return tlv(0xCE, e.Version)
-		case bytes.Equal(tag, []byte{0x84}):
-			if e.Kind != KindELF || p1 != 0x10 {
-				return nil
-			}
-			var out []byte
-			for _, m := range e.Modules {
-				out = append(out, tlv(0x84, m)...)
-			}
-			return out
-		case bytes.Equal(tag, []byte{0xCF}):
-			if len(e.ImplicitSelection) == 0 {
-				return nil
-			}
-			var out []byte
-			for _, b := range e.ImplicitSelection {
-				out = append(out, tlv(0xCF, []byte{b})...)
-			}
-			return out
-		}
-		return nil
+	se := command.StatusEntry{AID: e.AID, LifeCycle: lc, AssociatedSD: e.SD}
+	for _, b := range e.ImplicitSelection {
+		se.ImplicitSelection = append(se.ImplicitSelection, []byte{b})
 	}
+	if e.Kind == KindELF {
+		se.Version = e.Version
+		if p1 == 0x10 {
+			se.Modules = e.Modules
+		}
+	} else {
+		se.Privileges, se.HasPrivileges = command.Privileges(e.Privileges), true
+		se.ELF = e.ELF
+	}
+	full := se.Encode()
 	if tags == nil {
-		tags = [][]byte{{0x4F}, {0x9F, 0x70}, {0xC5}, {0xCF}, {0xC4}, {0xCE}, {0x84}, {0xCC}}
+		return full
+	}
+	var objs []tlv.TLV
+	if t, _, err := tlv.ParseOne(full); err == nil {
+		objs, _ = t.Children()
 	}
 	var body []byte
-	for _, t := range tags {
-		body = append(body, field(t)...)
+	for _, tag := range tags {
+		for _, o := range tlv.FindAll(objs, tag) {
+			body = append(body, o.Raw...)
+		}
 	}
-	return tlv(0xE3, body)
+	return tlv.Encode(0xE3, body)
 }
 
-// tlvObj is a parsed BER-TLV object.
-type tlvObj struct {
-	tag, value []byte
-	// off is the offset of the tag in the parsed buffer.
-	off int
-}
+// gpTLV is how the card reads BER-TLV command data: a lone 80 is a length
+// of 128 (gp-card.md 2.3) and 00/FF padding between objects is skipped
+// (ISO/IEC 7816-4 5.2).
+var gpTLV = tlv.Options{Accept80As128: true, SkipPadding: true}
 
-// parseTLVs parses a sequence of BER-TLV objects (tags up to 3 bytes,
-// lengths up to 3 bytes; 80 is accepted as a length of 128, gp-card.md
-// 2.3). It never reads outside b.
-func parseTLVs(b []byte) ([]tlvObj, bool) {
-	var out []tlvObj
-	base := len(b)
+// tagList splits the value of a tag list (5C): BER tags without lengths,
+// up to 4 bytes each. pkg/gp/tlv reads tags only inside data objects, so
+// this small reader stays here.
+func tagList(b []byte) ([]uint32, bool) {
+	var out []uint32
 	for len(b) > 0 {
-		if b[0] == 0x00 || b[0] == 0xFF {
-			// Padding between objects (ISO 7816-4 5.2.2.1).
-			b = b[1:]
-			continue
+		n := 1
+		if b[0]&0x1F == 0x1F {
+			// Subsequent bytes while b8 is set.
+			for {
+				if n >= len(b) || n >= 4 {
+					return nil, false
+				}
+				n++
+				if b[n-1]&0x80 == 0 {
+					break
+				}
+			}
 		}
-		tl, ok := tagLen(b)
-		if !ok {
-			return nil, false
+		var tag uint32
+		for _, c := range b[:n] {
+			tag = tag<<8 | uint32(c)
 		}
-		tag := b[:tl]
-		n, ll, ok := berLength(b[tl:])
-		if !ok || len(b) < tl+ll+n {
-			return nil, false
-		}
-		out = append(out, tlvObj{tag: tag, value: b[tl+ll : tl+ll+n], off: base - len(b)})
-		b = b[tl+ll+n:]
-	}
-	return out, true
-}
-
-func tagLen(b []byte) (int, bool) {
-	if len(b) == 0 {
-		return 0, false
-	}
-	if b[0]&0x1F != 0x1F {
-		return 1, true
-	}
-	for i := 1; i < len(b) && i < 3; i++ {
-		if b[i]&0x80 == 0 {
-			return i + 1, true
-		}
-	}
-	return 0, false
-}
-
-// berLength decodes a BER length: value, number of length bytes.
-func berLength(b []byte) (int, int, bool) {
-	if len(b) == 0 {
-		return 0, 0, false
-	}
-	switch {
-	case b[0] < 0x80:
-		return int(b[0]), 1, true
-	case b[0] == 0x80:
-		return 128, 1, true
-	case b[0] == 0x81 && len(b) >= 2:
-		return int(b[1]), 2, true
-	case b[0] == 0x82 && len(b) >= 3:
-		return int(b[1])<<8 | int(b[2]), 3, true
-	}
-	return 0, 0, false
-}
-
-func splitTags(b []byte) ([][]byte, bool) {
-	var out [][]byte
-	for len(b) > 0 {
-		n, ok := tagLen(b)
-		if !ok {
-			return nil, false
-		}
-		out = append(out, clone(b[:n]))
+		out = append(out, tag)
 		b = b[n:]
 	}
 	return out, true

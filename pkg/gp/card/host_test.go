@@ -7,6 +7,7 @@ import (
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
 	"github.com/tsmhub/tsmhub/pkg/gp/gpcrypto"
 	"github.com/tsmhub/tsmhub/pkg/gp/scp03"
+	"github.com/tsmhub/tsmhub/pkg/gp/tlv"
 )
 
 // testHost is a minimal SCP03 off-card entity for the tests (the card side
@@ -181,7 +182,7 @@ func cmdBytes(cla, ins, p1, p2 byte, data []byte, le bool) []byte {
 func lvs(fields ...[]byte) []byte {
 	var out []byte
 	for _, f := range fields {
-		out = append(out, lvBytes(f)...)
+		out = append(out, tlv.AppendLV(nil, f)...)
 	}
 	return out
 }
@@ -195,28 +196,28 @@ type statusRec struct {
 
 func parseStatus(t testing.TB, d []byte) map[string]statusRec {
 	t.Helper()
-	objs, ok := parseTLVs(d)
-	if !ok {
+	objs, err := tlv.Parse(d)
+	if err != nil {
 		t.Fatalf("bad GET STATUS response %X", d)
 	}
 	out := map[string]statusRec{}
 	for _, o := range objs {
-		inner, ok := parseTLVs(o.value)
-		if !ok {
-			t.Fatalf("bad E3 %X", o.value)
+		inner, err := tlv.Parse(o.Value)
+		if err != nil {
+			t.Fatalf("bad E3 %X", o.Value)
 		}
 		var aid []byte
 		var rec statusRec
 		for _, x := range inner {
-			switch up(x.tag) {
-			case "4F":
-				aid = x.value
-			case "9F70":
-				rec.lc = x.value[0]
-			case "C5":
-				rec.priv = x.value
-			case "CC":
-				rec.sd = x.value
+			switch x.Tag {
+			case 0x4F:
+				aid = x.Value
+			case 0x9F70:
+				rec.lc = x.Value[0]
+			case 0xC5:
+				rec.priv = x.Value
+			case 0xCC:
+				rec.sd = x.Value
 			}
 		}
 		out[up(aid)] = rec

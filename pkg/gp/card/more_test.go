@@ -8,6 +8,7 @@ import (
 	"github.com/tsmhub/tsmhub/pkg/gp/command"
 	"github.com/tsmhub/tsmhub/pkg/gp/gpcrypto"
 	"github.com/tsmhub/tsmhub/pkg/gp/scp02"
+	"github.com/tsmhub/tsmhub/pkg/gp/tlv"
 )
 
 // TestSCP02PseudoRandomInterop opens SCP02 i=55 (pseudo-random challenge,
@@ -109,7 +110,7 @@ func TestDGIKeyLoading(t *testing.T) {
 	kcv, _ := gpcrypto.AESKCV(key)
 	var crts, blocks []byte
 	for id := byte(1); id <= 3; id++ {
-		crts = append(crts, tlv(0xB9, append(append(append(append(tlv(0x95, []byte{0x18}), tlv(0x80, []byte{KeyTypeAES})...), tlv(0x81, []byte{16})...), tlv(0x82, []byte{id})...), append(tlv(0x83, []byte{0x30}), tlv(0x84, kcv)...)...))...)
+		crts = append(crts, tlv.Encode(0xB9, append(append(append(append(tlv.Encode(0x95, []byte{0x18}), tlv.Encode(0x80, []byte{KeyTypeAES})...), tlv.Encode(0x81, []byte{16})...), tlv.Encode(0x82, []byte{id})...), append(tlv.Encode(0x83, []byte{0x30}), tlv.Encode(0x84, kcv)...)...))...)
 		enc, _ := gpcrypto.AESCBCEncrypt(dek, nil, key)
 		blocks = append(blocks, append([]byte{0x81, 0x13, byte(len(enc))}, enc...)...)
 	}

@@ -28,72 +28,48 @@ func (r *request) putKey() ([]byte, uint16) {
 	oldKVN := cmd.P1 & 0x7F
 	multiple := cmd.P2&0x80 != 0
 	firstID := cmd.P2 & 0x7F
-	d := cmd.Data
-	if len(d) < 1 {
+	if len(cmd.Data) < 1 {
 		return nil, apdu.SWWrongLength
 	}
-	newKVN := d[0]
-	if newKVN == 0 || newKVN > 0x7F {
+	newKVN, comps, err := command.ParsePutKeyData(cmd.Data)
+	if err != nil || newKVN == 0 || newKVN > 0x7F {
 		return nil, apdu.SWIncorrectData
 	}
-	d = d[1:]
 	type block struct {
 		typ   byte
 		value []byte
 		kcv   []byte
 	}
 	var blocks []block
-	for len(d) > 0 {
-		typ := d[0]
-		if typ == 0xFF {
-			// Extended key format (GPC 11.8.2.3.2) is not supported.
-			return nil, apdu.SWIncorrectData
-		}
-		n, ll, ok := berLength(d[1:])
-		if !ok || len(d) < 1+ll+n+1 {
-			return nil, apdu.SWIncorrectData
-		}
-		kd := d[1+ll : 1+ll+n]
-		rest := d[1+ll+n:]
-		kl := int(rest[0])
-		if len(rest) < 1+kl {
-			return nil, apdu.SWIncorrectData
-		}
+	for _, kc := range comps {
 		var enc []byte
-		switch typ {
+		var klen int
+		switch kc.Type {
 		case KeyTypeAES:
 			// Amd D 7.2: key data = length of key (1) || encrypted key.
-			if len(kd) < 1 {
+			enc, klen = kc.Encrypted, kc.KeyLength
+			if (klen != 16 && klen != 24 && klen != 32) || len(enc)%16 != 0 {
 				return nil, apdu.SWIncorrectData
 			}
-			enc = kd[1:]
-			klen := int(kd[0])
-			if (klen != 16 && klen != 24 && klen != 32) || len(enc)%16 != 0 || len(enc) < klen {
-				return nil, apdu.SWIncorrectData
-			}
-			dec, err := r.s.decryptKey(enc)
-			if err != nil {
-				return nil, apdu.SWIncorrectData
-			}
-			blocks = append(blocks, block{typ: typ, value: clone(dec[:klen]), kcv: rest[1 : 1+kl]})
 		case KeyTypeDES:
-			if len(kd) != 16 {
+			enc, klen = kc.Encrypted, 16
+			if len(enc) != 16 {
 				return nil, apdu.SWIncorrectData
 			}
-			dec, err := r.s.decryptKey(kd)
-			if err != nil {
-				return nil, apdu.SWIncorrectData
-			}
-			blocks = append(blocks, block{typ: typ, value: clone(dec[:16]), kcv: rest[1 : 1+kl]})
 		default:
+			// Includes FF, the extended key format (GPC 11.8.2.3.2): not supported.
 			return nil, apdu.SWIncorrectData
 		}
-		d = rest[1+kl:]
+		dec, err := r.s.decryptKey(enc)
+		if err != nil {
+			return nil, apdu.SWIncorrectData
+		}
+		blocks = append(blocks, block{typ: kc.Type, value: clone(dec[:klen]), kcv: kc.KCV})
 	}
 	if len(blocks) == 0 || (!multiple && len(blocks) != 1) || int(firstID)+len(blocks)-1 > 0x7F {
 		return nil, apdu.SWIncorrectData
 	}
-	resp := []byte{newKVN}
+	kcvs := make([][]byte, 0, len(blocks))
 	for _, b := range blocks {
 		kcv, err := command.KCV(b.typ, b.value)
 		if err != nil {
@@ -102,7 +78,7 @@ func (r *request) putKey() ([]byte, uint16) {
 		if len(b.kcv) > 0 && !gpcrypto.Equal(kcv, b.kcv) {
 			return nil, apdu.SWSecurityNotSatisfied
 		}
-		resp = append(resp, kcv...)
+		kcvs = append(kcvs, kcv)
 	}
 	// All checks pass before any change: the command is atomic.
 	if oldKVN == 0 {
@@ -154,7 +130,7 @@ func (r *request) putKey() ([]byte, uint16) {
 		}
 	}
 	r.maybePersonalize(target)
-	return resp, apdu.SWOK
+	return command.PutKeyResponse(newKVN, kcvs), apdu.SWOK
 }
 
 // canReceiveForwardedKeys is our SD policy for keys loaded through the

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
+	"github.com/tsmhub/tsmhub/pkg/gp/tlv"
 )
 
 // TestPersistenceMidSession marshals a card in the middle of a secure
@@ -115,7 +116,7 @@ func TestHostileAPDUs(t *testing.T) {
 		{"LOAD without INSTALL", cmdBytes(0x80, 0xE8, 0x00, 0x00, hxs("C40100"), true), apdu.SWConditionsNotSatisfied},
 		{"DELETE bad P2", cmdBytes(0x80, 0xE4, 0x00, 0x01, hxs("4F05A000000999"), true), apdu.SWIncorrectP1P2},
 		{"DELETE unknown", cmdBytes(0x80, 0xE4, 0x00, 0x00, hxs("4F05A000000999"), true), apdu.SWReferencedDataNotFound},
-		{"DELETE self", cmdBytes(0x80, 0xE4, 0x00, 0x00, tlv(0x4F, CentralSDAID), true), apdu.SWReferencedDataNotFound},
+		{"DELETE self", cmdBytes(0x80, 0xE4, 0x00, 0x00, tlv.Encode(0x4F, CentralSDAID), true), apdu.SWReferencedDataNotFound},
 		{"DELETE bad tag", cmdBytes(0x80, 0xE4, 0x00, 0x00, hxs("5F0100"), true), apdu.SWIncorrectData},
 		{"DELETE unknown key", cmdBytes(0x80, 0xE4, 0x00, 0x00, hxs("D00109D20109"), true), apdu.SWReferencedDataNotFound},
 		{"SET STATUS unknown", cmdBytes(0x80, 0xF0, 0x40, 0x80, hxs("A000000999"), false), apdu.SWReferencedDataNotFound},

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
 	"github.com/tsmhub/tsmhub/pkg/gp/gpcrypto"
+	"github.com/tsmhub/tsmhub/pkg/gp/tlv"
 )
 
 // expected SDs and privileges per configuration (DESIGN.md 1; the choices
@@ -95,11 +96,11 @@ func TestScenarioPerConfiguration(t *testing.T) {
 			forbid("install without C9", cmdBytes(0x80, 0xE6, 0x0C, 0x00, lvs(GenericELFAID, GenericModuleAID, hxs("A000000555019997"), hxs("00"), nil, nil), true), apdu.SWIncorrectData)
 			forbid("LOAD without INSTALL", cmdBytes(0x80, 0xE8, 0x80, 0x00, hxs("C4020000"), true), apdu.SWConditionsNotSatisfied)
 			if cfg != Embedded {
-				forbid("delete the SSD package (ISD's)", cmdBytes(0x80, 0xE4, 0x00, 0x80, tlv(0x4F, SSDPackageAID), true), apdu.SWReferencedDataNotFound)
+				forbid("delete the SSD package (ISD's)", cmdBytes(0x80, 0xE4, 0x00, 0x80, tlv.Encode(0x4F, SSDPackageAID), true), apdu.SWReferencedDataNotFound)
 				forbid("card lock without Card Lock", cmdBytes(0x80, 0xF0, 0x80, 0x7F, nil, false), apdu.SWConditionsNotSatisfied)
 			}
 			if cfg == UICC || cfg == UICC3P {
-				forbid("delete the MNO's applet", cmdBytes(0x80, 0xE4, 0x00, 0x00, tlv(0x4F, TelecomAppletAID), true), apdu.SWReferencedDataNotFound)
+				forbid("delete the MNO's applet", cmdBytes(0x80, 0xE4, 0x00, 0x00, tlv.Encode(0x4F, TelecomAppletAID), true), apdu.SWReferencedDataNotFound)
 				forbid("lock the MNO's applet", cmdBytes(0x80, 0xF0, 0x40, 0x80, TelecomAppletAID, false), apdu.SWReferencedDataNotFound)
 			}
 			// Allowed: lock and unlock the instance, then delete it.
@@ -164,7 +165,7 @@ func testDelegatedManagement(t *testing.T, c *Card, cfg Config) {
 	}
 	receipt, cd := resp[2:18], resp[18:]
 	receiptKey, _ := DeriveKey(testMaster, DivReceipt, SDKDD(c.KDD(), rg))
-	want, _ := gpcrypto.CMAC(receiptKey, append(append(clone(cd), lvBytes(GenericELFAID)...), lvBytes(inst)...))
+	want, _ := gpcrypto.CMAC(receiptKey, append(append(clone(cd), tlv.AppendLV(nil, GenericELFAID)...), tlv.AppendLV(nil, inst)...))
 	if !bytes.Equal(want, receipt) {
 		t.Fatalf("receipt does not verify")
 	}
@@ -172,9 +173,9 @@ func testDelegatedManagement(t *testing.T, c *Card, cfg Config) {
 		t.Fatalf("confirmation counter %X, want 0001", cd[:3])
 	}
 	// DELETE with the derived-vector token layout (GPC Table C-9).
-	del := tlv(0x4F, inst)
+	del := tlv.Encode(0x4F, inst)
 	dtok, _ := gpcrypto.CMAC(tokenKey, append([]byte{0x00, 0x00, byte(len(del))}, del...))
-	if _, s := dm.send(cmdBytes(0x82, 0xE4, 0x00, 0x00, append(clone(del), tlv(0x9E, dtok)...), true)); s != apdu.SWOK {
+	if _, s := dm.send(cmdBytes(0x82, 0xE4, 0x00, 0x00, append(clone(del), tlv.Encode(0x9E, dtok)...), true)); s != apdu.SWOK {
 		t.Fatalf("DM delete with token: SW %04X", s)
 	}
 	mustTransmit(t, c, "0070800200", "9000")
@@ -193,7 +194,7 @@ func testMandatedDAP(t *testing.T, c *Card, cfg Config) {
 	elf := hxs("A0000005559901")
 	loadFile := func(dap []byte) []byte {
 		out := clone(dap)
-		return append(out, tlvTag([]byte{0xC4}, lfdb)...)
+		return append(out, tlv.Encode(0xC4, lfdb)...)
 	}
 	runLoad := func(file []byte) uint16 {
 		h.must(up(cmdBytes(0x80, 0xE6, 0x02, 0x00, lvs(elf, nil, hash[:], nil, nil), true)), apdu.SWOK)
@@ -216,7 +217,7 @@ func testMandatedDAP(t *testing.T, c *Card, cfg Config) {
 	}
 	dapKey, _ := DeriveKey(testMaster, DivDAP, SDKDD(c.KDD(), vaSD))
 	sig, _ := gpcrypto.CMAC(dapKey, hash[:])
-	dap := tlv(0xE2, append(tlv(0x4F, vaSD), tlv(0xC3, sig)...))
+	dap := tlv.Encode(0xE2, append(tlv.Encode(0x4F, vaSD), tlv.Encode(0xC3, sig)...))
 	if s := runLoad(loadFile(dap)); s != apdu.SWOK {
 		t.Fatalf("load with mandated DAP: SW %04X", s)
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
+	"github.com/tsmhub/tsmhub/pkg/gp/command"
+	"github.com/tsmhub/tsmhub/pkg/gp/tlv"
 )
 
 // selectCmd is SELECT by name (GPC 11.9).
@@ -77,14 +79,12 @@ func (r *request) selectCmd() []byte {
 // 6F { 84 AID, A5 { [73 SD management data], 9F6E (not sent), 9F65 max
 // command data length } }.
 func (r *request) fci(e *entry) []byte {
-	var a5 []byte
+	var a5 [][]byte
 	if e.isSD() {
-		a5 = append(a5, tlv(0x73, r.recognitionData(e))...)
+		a5 = append(a5, tlv.Encode(0x73, r.recognitionData(e)))
 	}
-	a5 = append(a5, 0x9F, 0x65, 0x01, 0xFF)
-	body := tlv(0x84, e.AID)
-	body = append(body, tlv(0xA5, a5)...)
-	return tlv(0x6F, body)
+	a5 = append(a5, tlv.Encode(0x9F65, []byte{0xFF}))
+	return tlv.EncodeConstructed(0x6F, tlv.Encode(0x84, e.AID), tlv.EncodeConstructed(0xA5, a5...))
 }
 
 var gpOID = []byte{0x2A, 0x86, 0x48, 0x86, 0xFC, 0x6B}
@@ -93,10 +93,10 @@ var gpOID = []byte{0x2A, 0x86, 0x48, 0x86, 0xFC, 0x6B}
 // card management type and version (GP 2.3.1), card identification scheme,
 // and the SD's secure channel protocol with its i parameter.
 func (r *request) recognitionData(e *entry) []byte {
-	oid := func(suffix ...byte) []byte { return tlv(0x06, append(clone(gpOID), suffix...)) }
+	oid := func(suffix ...byte) []byte { return tlv.Encode(0x06, append(clone(gpOID), suffix...)) }
 	out := oid(0x01)
-	out = append(out, tlv(0x60, oid(0x02, 0x02, 0x03, 0x01))...)
-	out = append(out, tlv(0x63, oid(0x03))...)
+	out = append(out, tlv.Encode(0x60, oid(0x02, 0x02, 0x03, 0x01))...)
+	out = append(out, tlv.Encode(0x63, oid(0x03))...)
 	scp, i := byte(3), e.SCP03I
 	for _, ks := range e.KeySets {
 		if ks.scp() == 2 {
@@ -107,7 +107,7 @@ func (r *request) recognitionData(e *entry) []byte {
 			break
 		}
 	}
-	out = append(out, tlv(0x64, oid(0x04, scp, i))...)
+	out = append(out, tlv.Encode(0x64, oid(0x04, scp, i))...)
 	return out
 }
 
@@ -187,7 +187,7 @@ func (r *request) getData() ([]byte, uint16) {
 	case 0x004F:
 		value = clone(e.AID)
 	case 0x0066:
-		value = tlv(0x73, r.recognitionData(e))
+		value = tlv.Encode(0x73, r.recognitionData(e))
 	case 0x0067:
 		if e.Kind != KindISD {
 			return nil, apdu.SWReferencedDataNotFound
@@ -227,7 +227,7 @@ func (r *request) getData() ([]byte, uint16) {
 				continue
 			}
 			if e.Kind == KindISD || e.Privileges.Has(PrivGlobalRegistry) || r.st.inHierarchy(x, e) {
-				out = append(out, tlv(0x61, tlv(0x4F, x.AID))...)
+				out = append(out, tlv.Encode(0x61, tlv.Encode(0x4F, x.AID))...)
 			}
 		}
 		return out, apdu.SWOK
@@ -239,11 +239,10 @@ func (r *request) getData() ([]byte, uint16) {
 				n++
 			}
 		}
-		value = append(tlv(0x81, []byte{byte(n >> 8), byte(n)}), tlv(0x82, []byte{0, 1, 0, 0})...)
-		value = append(value, tlv(0x83, []byte{0, 0, 0x10, 0})...)
+		value = append(tlv.Encode(0x81, []byte{byte(n >> 8), byte(n)}), tlv.Encode(0x82, []byte{0, 1, 0, 0})...)
+		value = append(value, tlv.Encode(0x83, []byte{0, 0, 0x10, 0})...)
 	default:
-		t := strings.ToUpper(hex.EncodeToString(tagBytes(tag)))
-		v, ok := e.Data[t]
+		v, ok := e.Data[dataKey(uint32(tag))]
 		if !ok {
 			return nil, apdu.SWReferencedDataNotFound
 		}
@@ -255,7 +254,7 @@ func (r *request) getData() ([]byte, uint16) {
 	if !full {
 		return value, apdu.SWOK
 	}
-	return tlvTag(tagBytes(tag), value), apdu.SWOK
+	return tlv.Encode(uint32(tag), value), apdu.SWOK
 }
 
 // sdData returns an SD's 42/45 data object: what STORE DATA stored, else
@@ -270,38 +269,41 @@ func (r *request) sdData(e *entry, tag string) []byte {
 	return clone(r.st.CIN)
 }
 
-func tagBytes(tag uint16) []byte {
-	if tag > 0xFF {
-		return []byte{byte(tag >> 8), byte(tag)}
-	}
-	return []byte{byte(tag)}
-}
+// dataKey is the key of a data object in entry.Data: its tag in hex.
+func dataKey(tag uint32) string { return strings.ToUpper(hex.EncodeToString(tlv.TagBytes(tag))) }
 
 // cardCapability is tag 67 (GPC H.4, Tables H-5 to H-10).
 func cardCapability() []byte {
-	scp03 := append(tlv(0x80, []byte{0x03}), tlv(0x81, []byte{0x00, 0x10, 0x60, 0x70})...)
-	scp03 = append(scp03, tlv(0x82, []byte{0x07})...)
-	scp02 := append(tlv(0x80, []byte{0x02}), tlv(0x81, []byte{0x15, 0x55})...)
-	out := append(tlv(0xA0, scp03), tlv(0xA0, scp02)...)
-	out = append(out, tlv(0x81, []byte{0xFE, 0xFF, 0x80})...) // SSD privileges
-	out = append(out, tlv(0x82, []byte{0x06, 0x03, 0x00})...) // application privileges
-	out = append(out, tlv(0x83, []byte{0x01, 0x02, 0x03, 0x04})...)
-	out = append(out, tlv(0x85, []byte{0x38})...) // tokens: AES CMAC 128/192/256
-	out = append(out, tlv(0x86, []byte{0x38})...) // receipts
-	out = append(out, tlv(0x87, []byte{0x38})...) // DAPs
-	return out
+	return bytes.Join([][]byte{
+		tlv.EncodeConstructed(0xA0, tlv.Encode(0x80, []byte{0x03}), tlv.Encode(0x81, []byte{0x00, 0x10, 0x60, 0x70}),
+			tlv.Encode(0x82, []byte{0x07})),
+		tlv.EncodeConstructed(0xA0, tlv.Encode(0x80, []byte{0x02}), tlv.Encode(0x81, []byte{0x15, 0x55})),
+		tlv.Encode(0x81, []byte{0xFE, 0xFF, 0x80}), // SSD privileges
+		tlv.Encode(0x82, []byte{0x06, 0x03, 0x00}), // application privileges
+		tlv.Encode(0x83, []byte{0x01, 0x02, 0x03, 0x04}),
+		tlv.Encode(0x85, []byte{0x38}), // tokens: AES CMAC 128/192/256
+		tlv.Encode(0x86, []byte{0x38}), // receipts
+		tlv.Encode(0x87, []byte{0x38}), // DAPs
+	}, nil)
 }
 
-// keyInfo is the Key Information Template E0 (GPC 11.3.3.1):
-// C0 { id, KVN, type, length } per key.
+// keyInfo is the value of the Key Information Template E0 (GPC 11.3.3.1):
+// C0 { id, KVN, type, length } per key; nil when the SD has no keys.
 func keyInfo(e *entry) []byte {
-	var out []byte
+	var keys []command.KeyInfo
 	for _, ks := range e.KeySets {
 		for _, k := range ks.Keys {
-			out = append(out, tlv(0xC0, []byte{k.ID, ks.KVN, k.Type, byte(len(k.Value))})...)
+			keys = append(keys, command.KeyInfo{ID: k.ID, Version: ks.KVN, Type: k.Type, Length: len(k.Value)})
 		}
 	}
-	return out
+	if len(keys) == 0 {
+		return nil
+	}
+	t, _, err := tlv.ParseOne(command.KeyInformationTemplate(keys))
+	if err != nil {
+		return nil
+	}
+	return t.Value
 }
 
 // defaultKeySet is the first key set that can open a secure channel.
@@ -312,23 +314,4 @@ func (e *entry) defaultKeySet() *KeySet {
 		}
 	}
 	return nil
-}
-
-// tlv encodes a single-byte tag with a BER length.
-func tlv(tag byte, value []byte) []byte { return tlvTag([]byte{tag}, value) }
-
-func tlvTag(tag, value []byte) []byte {
-	out := append(clone(tag), berLen(len(value))...)
-	return append(out, value...)
-}
-
-func berLen(n int) []byte {
-	switch {
-	case n < 0x80:
-		return []byte{byte(n)}
-	case n <= 0xFF:
-		return []byte{0x81, byte(n)}
-	default:
-		return []byte{0x82, byte(n >> 8), byte(n)}
-	}
 }

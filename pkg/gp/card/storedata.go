@@ -1,13 +1,10 @@
 package card
 
 import (
-	"bytes"
-	"encoding/hex"
-	"strings"
-
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
 	"github.com/tsmhub/tsmhub/pkg/gp/command"
 	"github.com/tsmhub/tsmhub/pkg/gp/gpcrypto"
+	"github.com/tsmhub/tsmhub/pkg/gp/tlv"
 )
 
 // LCAppPersonalized is the application-specific state (GPC Table 11-4,
@@ -96,14 +93,14 @@ func (r *request) storeToSD(sd *entry) ([]byte, uint16) {
 	var resp []byte
 	switch cmd.P1 & 0x18 {
 	case 0x10: // BER-TLV
-		objs, ok := parseTLVs(cmd.Data)
-		if !ok {
+		objs, err := tlv.ParseWith(cmd.Data, gpTLV)
+		if err != nil {
 			return fail(apdu.SWIncorrectData)
 		}
 		for _, o := range objs {
 			if cmd.P1&0x01 != 0 {
-				if inner, ok := parseTLVs(o.value); ok && len(inner) == 1 && bytes.Equal(inner[0].tag, []byte{0x5C}) {
-					resp = append(resp, r.retrieve(sd, o.tag, inner[0].value)...)
+				if inner, err := tlv.ParseWith(o.Value, gpTLV); err == nil && len(inner) == 1 && inner[0].Tag == 0x5C {
+					resp = append(resp, r.retrieve(sd, o.Tag, inner[0].Value)...)
 					continue
 				}
 			}
@@ -134,8 +131,8 @@ func (r *request) storeToSD(sd *entry) ([]byte, uint16) {
 	return resp, apdu.SWOK
 }
 
-func storeObject(sd *entry, o tlvObj) uint16 {
-	t := strings.ToUpper(hex.EncodeToString(o.tag))
+func storeObject(sd *entry, o tlv.TLV) uint16 {
+	t := dataKey(o.Tag)
 	if generated[t] {
 		return apdu.SWIncorrectData
 	}
@@ -145,24 +142,23 @@ func storeObject(sd *entry, o tlvObj) uint16 {
 	if _, ok := sd.Data[t]; !ok && len(sd.Data) >= 256 {
 		return apdu.SWNotEnoughMemory
 	}
-	sd.Data[t] = clone(o.value)
+	sd.Data[t] = clone(o.Value)
 	return apdu.SWOK
 }
 
 // retrieve answers a tag-list request: template { requested objects }.
-func (r *request) retrieve(sd *entry, template, list []byte) []byte {
-	tags, ok := splitTags(list)
+func (r *request) retrieve(sd *entry, template uint32, list []byte) []byte {
+	tags, ok := tagList(list)
 	if !ok {
 		return nil
 	}
 	var body []byte
 	for _, t := range tags {
-		key := strings.ToUpper(hex.EncodeToString(t))
-		if v, ok := sd.Data[key]; ok {
-			body = append(body, tlvTag(t, v)...)
+		if v, ok := sd.Data[dataKey(t)]; ok {
+			body = append(body, tlv.Encode(t, v)...)
 		}
 	}
-	return tlvTag(template, body)
+	return tlv.Encode(template, body)
 }
 
 type dgi struct {
@@ -171,7 +167,8 @@ type dgi struct {
 }
 
 // parseDGIs parses DGI structures: 2-byte identifier, length on 1 byte or
-// FF xx xx (GP Scripting Language / EMV CPS).
+// FF xx xx (GP Scripting Language / EMV CPS). DGIs are not BER-TLV and no
+// shared package reads them, so the parser stays here.
 func parseDGIs(b []byte) ([]dgi, bool) {
 	var out []dgi
 	for len(b) > 0 {
@@ -210,8 +207,8 @@ func (r *request) storeDGIs(sd *entry, dgis []dgi) uint16 {
 	for _, d := range dgis {
 		switch d.id {
 		case 0x0070:
-			objs, ok := parseTLVs(d.value)
-			if !ok {
+			objs, err := tlv.ParseWith(d.value, gpTLV)
+			if err != nil {
 				return apdu.SWIncorrectData
 			}
 			for _, o := range objs {
@@ -220,37 +217,37 @@ func (r *request) storeDGIs(sd *entry, dgis []dgi) uint16 {
 				}
 			}
 		case 0x00B9:
-			objs, ok := parseTLVs(d.value)
-			if !ok {
+			objs, err := tlv.ParseWith(d.value, gpTLV)
+			if err != nil {
 				return apdu.SWIncorrectData
 			}
 			crts = crts[:0]
 			for _, o := range objs {
-				if !bytes.Equal(o.tag, []byte{0xB9}) {
+				if o.Tag != 0xB9 {
 					return apdu.SWIncorrectData
 				}
-				inner, ok := parseTLVs(o.value)
-				if !ok {
+				inner, err := tlv.ParseWith(o.Value, gpTLV)
+				if err != nil {
 					return apdu.SWIncorrectData
 				}
 				var p pending
 				for _, x := range inner {
-					if len(x.tag) != 1 || len(x.value) == 0 {
+					if len(x.Value) == 0 {
 						continue
 					}
-					switch x.tag[0] {
+					switch x.Tag {
 					case 0x80:
-						p.typ = x.value[0]
+						p.typ = x.Value[0]
 					case 0x81:
-						for _, v := range x.value {
+						for _, v := range x.Value {
 							p.length = p.length<<8 | int(v)
 						}
 					case 0x82:
-						p.id = x.value[0]
+						p.id = x.Value[0]
 					case 0x83:
-						p.kvn = x.value[0]
+						p.kvn = x.Value[0]
 					case 0x84:
-						p.kcv = clone(x.value)
+						p.kcv = clone(x.Value)
 					}
 				}
 				crts = append(crts, p)
