@@ -25,6 +25,14 @@
 //   - DAP verification including Mandated DAP, Delegated Management tokens and
 //     receipts with the AES CMAC scheme (GPC Appendix C).
 //
+// The protocol and encoding code is the host side's: a secure channel is a
+// pkg/gp/scp03 or pkg/gp/scp02 CardSession, the primitives are
+// pkg/gp/gpcrypto, BER-TLV and LV fields pkg/gp/tlv, and GET STATUS entries,
+// the key information template, PUT KEY data, token DTBS, receipts and DAPs
+// pkg/gp/command. This package adds the card: which SD runs a channel, the
+// sequence counter of each key set, command gating by life cycle, privilege
+// and session state, and what a security error resets.
+//
 // # Configurations (DESIGN.md 1)
 //
 // Every card has the ISD (A000000151000000), the SSD package A0000001515350

@@ -114,7 +114,7 @@ func (r *request) externalAuthenticate() ([]byte, uint16) {
 		// GPC E.4.1: the sequence counter is incremented once the session
 		// is established (EXTERNAL AUTHENTICATE carries its first C-MAC).
 		if sd := r.st.find(s.SD); sd != nil {
-			if ks := sd.keySet(s.kvn()); ks != nil {
+			if ks := sd.keySet(s.SCP02.KVN); ks != nil {
 				ks.Seq++
 			}
 		}

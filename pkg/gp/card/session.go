@@ -88,19 +88,6 @@ func (s *session) level() byte {
 	return 0
 }
 
-// kvn is the key version number of the key set in use.
-func (s *session) kvn() byte {
-	switch {
-	case s == nil:
-		return 0
-	case s.SCP03 != nil:
-		return s.SCP03.KVN
-	case s.SCP02 != nil:
-		return s.SCP02.KVN
-	}
-	return 0
-}
-
 var errNoSession = apdu.NewStatusError(apdu.SWConditionsNotSatisfied, scp03.ErrSessionState)
 
 // externalAuthenticate checks EXTERNAL AUTHENTICATE (Amd D 7.1.2, GPC
