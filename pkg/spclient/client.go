@@ -454,10 +454,23 @@ func (c *Client) Call(ctx context.Context, op string, request, response any, opt
 	if c.isClosed() {
 		return nil, ErrClosed
 	}
-	if _, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
+	ack, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
+	if err != nil {
 		return nil, fmt.Errorf("spclient: publish %s request %s: %w", op, id, err)
 	}
-	r, err := p.Wait(ctx)
+	var r *Reply
+	if ack.Duplicate {
+		// JetStream absorbed the re-sent request (same Nats-Msg-Id within the
+		// requests stream's short duplicate window): the original request's
+		// response is, or will be, in the responses stream.
+		r, err = c.Lookup(ctx, id, LookupOp(op))
+		if err != nil {
+			r = nil
+		}
+	}
+	if r == nil {
+		r, err = p.Wait(ctx)
+	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return nil, &TimeoutError{Op: op, RequestID: id, After: timeout}
@@ -476,8 +489,9 @@ func (c *Client) Call(ctx context.Context, op string, request, response any, opt
 }
 
 // Publish sends a raw request (headers and body exactly as given) to
-// tsm.sp.<spId>.req.<op>: for tests of malformed requests. Nats-Msg-Id is set
-// to the ce-id header when there is one. The returned Pending waits for the
+// tsm.sp.<spId>.req.<op>: for tests of malformed requests and for what a
+// stock client such as the nats CLI sends. No Nats-Msg-Id is added: include
+// one in header to have JetStream deduplicate re-sends. The returned Pending waits for the
 // response correlated with that ce-id or, without ce-id, for the first
 // response to op that carries no correlation id.
 func (c *Client) Publish(ctx context.Context, op string, header nats.Header, body []byte) (*Pending, error) {
@@ -488,15 +502,13 @@ func (c *Client) Publish(ctx context.Context, op string, header nats.Header, bod
 	m.Data = body
 	id := headerValue(m.Header, "ce-id")
 	var p *Pending
-	var popts []jetstream.PublishOpt
 	if id != "" {
 		p = c.Expect(id)
-		popts = append(popts, jetstream.WithMsgID(id))
 	} else {
 		subject := topology.SPResponse(c.spID, op)
 		p = c.ExpectMatch(func(r *Reply) bool { return r.NATSSubject == subject && r.CorrelationID == "" })
 	}
-	if _, err := c.js.PublishMsg(ctx, m, popts...); err != nil {
+	if _, err := c.js.PublishMsg(ctx, m); err != nil {
 		p.Cancel()
 		return nil, fmt.Errorf("spclient: publish raw %s request: %w", op, err)
 	}

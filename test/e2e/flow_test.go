@@ -197,6 +197,23 @@ func TestResentRequestGetsSameResponse(t *testing.T) {
 	s.begin(contract.OperationOther)
 	before := e.apdusExecuted(se.SEID)
 	first := s.send([][]byte{s.selectSD()}, spclient.WithRequestID("resend-1"))
+	// Re-published as a stock client does it (no Nats-Msg-Id, so JetStream's
+	// deduplication does not absorb it): the conversation service must answer
+	// from its record, not run the script again.
+	body := `{"conversationId":"` + s.convID + `","commands":["` + upperHex(s.selectSD()) + `"]}`
+	raw := rawRequest(t, s.c, "send-script", headers("transit1", "send-script", "resend-1"), body)
+	var rawResp contract.SendScriptResponse
+	if err := raw.Decode(&rawResp); err != nil {
+		t.Fatal(err)
+	}
+	if rawResp.Status != first.Status || len(rawResp.Responses) != 1 || rawResp.Responses[0] != first.Responses[0] {
+		t.Fatalf("re-sent request got %+v, first got %+v", rawResp, first)
+	}
+	if raw.ID == "" || raw.CorrelationID != "resend-1" {
+		t.Fatalf("re-sent response attributes: id %q correlation %q", raw.ID, raw.CorrelationID)
+	}
+	// Re-sent through the SP client (Nats-Msg-Id = ce-id): answered either by
+	// the service or, inside the short dedup window, from the stored response.
 	again, err := s.c.SendScript(ctxT(t), contract.SendScriptRequest{ConversationID: s.convID,
 		Commands: []string{upperHex(s.selectSD())}}, spclient.WithRequestID("resend-1"))
 	if err != nil {
@@ -206,7 +223,7 @@ func TestResentRequestGetsSameResponse(t *testing.T) {
 		t.Fatalf("re-sent request got %+v, first got %+v", again, first)
 	}
 	if got := e.apdusExecuted(se.SEID) - before; got != 1 {
-		t.Fatalf("card executed %d APDUs for one command sent twice with the same ce-id", got)
+		t.Fatalf("card executed %d APDUs for one command sent three times with the same ce-id", got)
 	}
 	// The same for a look-up.
 	a, err := s.c.GetSEID(ctxT(t), contract.GetSEIDRequest{MSI: se.MSI}, spclient.WithRequestID("lookup-1"))
@@ -219,8 +236,8 @@ func TestResentRequestGetsSameResponse(t *testing.T) {
 	}
 	s.end(contract.OutcomeSuccess)
 	counts := e.responsesFor("transit1")
-	if counts["resend-1"] != 2 || counts["lookup-1"] != 2 {
-		t.Fatalf("responses per request id: %v (want exactly one per send)", counts)
+	if counts["resend-1"] < 2 || counts["resend-1"] > 3 || counts["lookup-1"] < 1 || counts["lookup-1"] > 2 {
+		t.Fatalf("responses per request id: %v (want one per send that reached the service)", counts)
 	}
 }
 
