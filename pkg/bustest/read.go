@@ -1,0 +1,133 @@
+package bustest
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// orderedConfig reads a stream from its start, filtered to filters if any.
+func orderedConfig(filters []string) jetstream.OrderedConsumerConfig {
+	var cfg jetstream.OrderedConsumerConfig
+	for _, f := range filters {
+		if f != "" {
+			cfg.FilterSubjects = append(cfg.FilterSubjects, f)
+		}
+	}
+	return cfg
+}
+
+// NextMessage reads the first message of stream on filterSubject ("" for
+// any) with an ordered consumer, waiting up to timeout for it to be stored.
+func NextMessage(t testing.TB, js jetstream.JetStream, stream, filterSubject string, timeout time.Duration) jetstream.Msg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, stream, orderedConfig([]string{filterSubject}))
+	if err != nil {
+		t.Fatalf("consumer on %s: %v", stream, err)
+	}
+	m, err := cons.Next(jetstream.FetchMaxWait(timeout))
+	if err != nil {
+		t.Fatalf("no message on %s %s within %s: %v", stream, filterSubject, timeout, err)
+	}
+	return m
+}
+
+// Collect reads every message stream holds on filterSubject ("" for any)
+// at the time of the call, in stream order.
+func Collect(t testing.TB, js jetstream.JetStream, stream, filterSubject string) []jetstream.Msg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, stream, orderedConfig([]string{filterSubject}))
+	if err != nil {
+		t.Fatalf("consumer on %s: %v", stream, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	for n := info.NumPending; n > 0; n-- {
+		m, err := cons.Next(jetstream.FetchMaxWait(Timeout))
+		if err != nil {
+			t.Fatalf("reading %s %s (%d of %d): %v", stream, filterSubject, len(out), info.NumPending, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// CountMessages returns how many messages stream holds on subjects matching
+// filterSubject ("" for all), as the stream itself counts them.
+func CountMessages(t testing.TB, js jetstream.JetStream, stream, filterSubject string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filterSubject == "" {
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int(info.State.Msgs)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filterSubject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, c := range info.State.Subjects {
+		n += int(c)
+	}
+	return n
+}
+
+// Recorder keeps the messages of a stream, from its start and as they come,
+// with one ordered consumer.
+type Recorder struct {
+	mu   sync.Mutex
+	msgs []jetstream.Msg
+	cc   jetstream.ConsumeContext
+	once sync.Once
+}
+
+// Record starts recording the messages of stream on filterSubjects (none:
+// all of them) until Stop or the end of the test.
+func Record(t testing.TB, js jetstream.JetStream, stream string, filterSubjects ...string) *Recorder {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, stream, orderedConfig(filterSubjects))
+	if err != nil {
+		t.Fatalf("consumer on %s: %v", stream, err)
+	}
+	r := &Recorder{}
+	r.cc, err = cons.Consume(func(m jetstream.Msg) {
+		r.mu.Lock()
+		r.msgs = append(r.msgs, m)
+		r.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// Messages returns the messages recorded so far, in stream order.
+func (r *Recorder) Messages() []jetstream.Msg {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]jetstream.Msg(nil), r.msgs...)
+}
+
+// Stop ends the recording; the messages stay.
+func (r *Recorder) Stop() { r.once.Do(r.cc.Stop) }
