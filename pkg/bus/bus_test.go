@@ -16,46 +16,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/tsmhub/tsmhub/pkg/bus"
-	"github.com/tsmhub/tsmhub/pkg/natsembed"
+	"github.com/tsmhub/tsmhub/pkg/bustest"
 	"github.com/tsmhub/tsmhub/pkg/topology"
 )
-
-// startJS runs an embedded JetStream server in a temp dir and creates the streams.
-func startJS(t *testing.T) (jetstream.JetStream, *nats.Conn) {
-	t.Helper()
-	ns, err := natsembed.Start(natsembed.Config{Port: -1, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := bus.EnsureStreams(ctx, js, 1); err != nil {
-		t.Fatal(err)
-	}
-	return js, nc
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func testEvent(t *testing.T, id string, data any) bus.Outgoing {
 	t.Helper()
@@ -224,7 +187,7 @@ func TestMarkProcessedAndAcceptRequest(t *testing.T) {
 // relay ran (a crash after commit), reopens it and checks every event is
 // published exactly once, in order.
 func TestOutboxRelaySurvivesRestart(t *testing.T) {
-	js, _ := startJS(t)
+	js := bustest.StartJetStream(t).JS
 	path := filepath.Join(t.TempDir(), "s.db")
 	s := openStore(t, path)
 	for i := 0; i < 50; i++ {
@@ -244,7 +207,7 @@ func TestOutboxRelaySurvivesRestart(t *testing.T) {
 	go s.RunRelay(ctx, js, nil)
 	// Run a second relay on the same store to show duplicates are absorbed.
 	go s.RunRelay(ctx, js, nil)
-	eventually(t, 10*time.Second, "outbox drained", func() bool { return s.OutboxLen() == 0 })
+	bustest.Eventually(t, 10*time.Second, "outbox drained", func() bool { return s.OutboxLen() == 0 })
 	str, err := js.Stream(ctx, topology.StreamSteps.Name)
 	if err != nil {
 		t.Fatal(err)
@@ -266,13 +229,7 @@ func TestOutboxRelaySurvivesRestart(t *testing.T) {
 
 func publish(t *testing.T, js jetstream.JetStream, subject, id string, data any) {
 	t.Helper()
-	m, err := bus.Encode(subject, testEvent(t, id, data).Event)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.PublishMsg(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
+	bustest.Publish(t, js, subject, bustest.Event{ID: id, Type: "tsmhub.test.v1", Subject: "SE01", Data: data})
 }
 
 func testConsumer(name string) topology.Consumer {
@@ -292,7 +249,7 @@ func runRouter(t *testing.T, js jetstream.JetStream, c topology.Consumer, h bus.
 }
 
 func TestRouterKeepsPerSEOrderAcrossParallelSEs(t *testing.T) {
-	js, _ := startJS(t)
+	js := bustest.StartJetStream(t).JS
 	const ses, per = 20, 25
 	for i := 0; i < per; i++ {
 		for s := 0; s < ses; s++ {
@@ -318,14 +275,14 @@ func TestRouterKeepsPerSEOrderAcrossParallelSEs(t *testing.T) {
 		total.Add(1)
 		return nil
 	})
-	eventually(t, 20*time.Second, "all messages handled", func() bool { return total.Load() == ses*per })
+	bustest.Eventually(t, 20*time.Second, "all messages handled", func() bool { return total.Load() == ses*per })
 	if v := violations.Load(); v != 0 {
 		t.Fatalf("%d per-SE order violations", v)
 	}
 }
 
 func TestRouterRetriesThenDeadLetters(t *testing.T) {
-	js, _ := startJS(t)
+	js := bustest.StartJetStream(t).JS
 	var transientCalls, permanentCalls, panicCalls, okAfterRetry atomic.Int64
 	runRouter(t, js, testConsumer("dlq"), func(_ context.Context, d *bus.Delivery) error {
 		switch d.Event.ID() {
@@ -376,13 +333,13 @@ func TestRouterRetriesThenDeadLetters(t *testing.T) {
 	if _, ok := reasons["flaky"]; ok {
 		t.Fatal("a message that succeeded on retry was dead-lettered")
 	}
-	eventually(t, 10*time.Second, "flaky message retried and handled", func() bool { return okAfterRetry.Load() == 2 })
+	bustest.Eventually(t, 10*time.Second, "flaky message retried and handled", func() bool { return okAfterRetry.Load() == 2 })
 }
 
 // TestRouterRedeliversUnackedAfterRestart stops a router while a message is
 // mid-handler (like a crash before the ack) and checks a new router gets it.
 func TestRouterRedeliversUnackedAfterRestart(t *testing.T) {
-	js, _ := startJS(t)
+	js := bustest.StartJetStream(t).JS
 	c := testConsumer("restart")
 	block := make(chan struct{})
 	started := make(chan struct{}, 1)
