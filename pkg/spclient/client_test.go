@@ -14,57 +14,26 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tsmhub/tsmhub/pkg/bus"
+	"github.com/tsmhub/tsmhub/pkg/bustest"
 	"github.com/tsmhub/tsmhub/pkg/contract"
-	"github.com/tsmhub/tsmhub/pkg/natsembed"
 	"github.com/tsmhub/tsmhub/pkg/topology"
 )
 
 const testSP = "bank-a"
 
-// startBus runs an embedded nats-server with the tsmhub streams.
-func startBus(t *testing.T) jetstream.JetStream {
-	t.Helper()
-	ns, err := natsembed.Start(natsembed.Config{Port: -1, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := bus.EnsureStreams(ctx, js, 1); err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
-
-// respond publishes a response to a request as the central TSM does.
+// respond publishes a response to a request as the central TSM does. It
+// reports failures with t.Error: it also runs on the fake responder's goroutines.
 func respond(t *testing.T, js jetstream.JetStream, spID, op, correlationID string, body any) {
 	t.Helper()
-	ev, err := bus.NewEvent(bus.NewID(), topology.CentralSource, "tsm."+op+topology.ResponseTypeSuffix, "", body)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	if correlationID != "" {
-		ev.SetExtension(bus.ExtCorrelationID, correlationID)
-	}
-	m, err := bus.Encode(topology.SPResponse(spID, op), ev)
+	m, err := bustest.Event{Source: topology.CentralSource, Type: "tsm." + op + topology.ResponseTypeSuffix,
+		Correlation: correlationID, Data: body}.Msg(topology.SPResponse(spID, op))
 	if err != nil {
 		t.Error(err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(ev.ID())); err != nil {
+	if _, err := js.PublishMsg(ctx, m); err != nil {
 		t.Error(err)
 	}
 }
@@ -131,7 +100,7 @@ func newClient(t *testing.T, js jetstream.JetStream, opts ...Option) *Client {
 }
 
 func TestConcurrentCallsGetTheirOwnResponses(t *testing.T) {
-	js := startBus(t)
+	js := bustest.StartJetStream(t).JS
 	fakeResponder(t, js)
 	c := newClient(t, js)
 	// Another SP's client on the same bus must not see bank-a's responses.
@@ -173,7 +142,7 @@ func TestConcurrentCallsGetTheirOwnResponses(t *testing.T) {
 }
 
 func TestCallReplyAttributes(t *testing.T) {
-	js := startBus(t)
+	js := bustest.StartJetStream(t).JS
 	fakeResponder(t, js)
 	c := newClient(t, js)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -193,7 +162,7 @@ func TestCallReplyAttributes(t *testing.T) {
 }
 
 func TestFailedResponseIsFailedError(t *testing.T) {
-	js := startBus(t)
+	js := bustest.StartJetStream(t).JS
 	fakeResponder(t, js)
 	c := newClient(t, js)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -213,7 +182,7 @@ func TestFailedResponseIsFailedError(t *testing.T) {
 }
 
 func TestTimeoutSaysWhichRequest(t *testing.T) {
-	js := startBus(t)
+	js := bustest.StartJetStream(t).JS
 	fakeResponder(t, js)
 	c := newClient(t, js, WithTimeout(300*time.Millisecond))
 	start := time.Now()
@@ -241,7 +210,7 @@ func TestTimeoutSaysWhichRequest(t *testing.T) {
 }
 
 func TestLookupFindsResponseStoredWhileOffline(t *testing.T) {
-	js := startBus(t)
+	js := bustest.StartJetStream(t).JS
 	// Responses stored before the client exists: the SP was offline.
 	respond(t, js, testSP, topology.OpGetSEID, "offline-1", contract.GetSEIDResponse{Result: contract.Success(), SEID: "0A0B0C0D0E0F1011"})
 	respond(t, js, testSP, topology.OpEndConversation, "offline-2", contract.FailureBody{Result: contract.Success()})
@@ -273,7 +242,7 @@ func TestLookupFindsResponseStoredWhileOffline(t *testing.T) {
 }
 
 func TestPublishRaw(t *testing.T) {
-	js := startBus(t)
+	js := bustest.StartJetStream(t).JS
 	fakeResponder(t, js)
 	c := newClient(t, js)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -305,7 +274,7 @@ func TestPublishRaw(t *testing.T) {
 }
 
 func TestNotifications(t *testing.T) {
-	js := startBus(t)
+	js := bustest.StartJetStream(t).JS
 	c := newClient(t, js)
 	// Stored before the subscription: only delivered with NotificationsSince.
 	publishNotification(t, js, testSP, "se-status-changed", "before")
@@ -352,23 +321,12 @@ func TestNotifications(t *testing.T) {
 
 func publishNotification(t *testing.T, js jetstream.JetStream, spID, kind, subject string) {
 	t.Helper()
-	ev, err := bus.NewEvent(bus.NewID(), topology.CentralSource, "tsm."+kind+topology.NotificationTypeTail, subject, map[string]string{"seId": subject})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := bus.Encode(topology.SPNotification(spID, kind), ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := js.PublishMsg(ctx, m); err != nil {
-		t.Fatal(err)
-	}
+	bustest.Publish(t, js, topology.SPNotification(spID, kind), bustest.Event{Source: topology.CentralSource,
+		Type: "tsm." + kind + topology.NotificationTypeTail, Subject: subject, Data: map[string]string{"seId": subject}})
 }
 
 func TestCloseFailsPendingCalls(t *testing.T) {
-	js := startBus(t)
+	js := bustest.StartJetStream(t).JS
 	c, err := New(js, testSP)
 	if err != nil {
 		t.Fatal(err)
@@ -386,7 +344,7 @@ func TestCloseFailsPendingCalls(t *testing.T) {
 }
 
 func TestNewChecks(t *testing.T) {
-	js := startBus(t)
+	js := bustest.StartJetStream(t).JS
 	if _, err := New(js, "Bank A"); err == nil {
 		t.Error("invalid SP id accepted")
 	}
