@@ -13,6 +13,7 @@ type PromObserver struct {
 	scripts      prometheus.Counter
 	apdus        *prometheus.CounterVec
 	cache        *prometheus.CounterVec
+	resets       prometheus.Counter
 }
 
 var _ app.Observer = (*PromObserver)(nil)
@@ -26,11 +27,13 @@ func NewPromObserver(reg prometheus.Registerer, cached func() int) *PromObserver
 		scripts: prometheus.NewCounter(prometheus.CounterOpts{Name: "tsm_sesim_scripts_executed_total",
 			Help: "Scripts executed and committed."}),
 		apdus: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tsm_sesim_apdus_executed_total",
-			Help: "C-APDUs executed and committed, by origin (script, debug)."}, []string{"origin"}),
+			Help: "C-APDUs executed and committed, by origin (script, debug, reader)."}, []string{"origin"}),
 		cache: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tsm_sesim_card_cache_lookups_total",
 			Help: "Lookups of the decoded-card cache, by result (hit, miss)."}, []string{"result"}),
+		resets: prometheus.NewCounter(prometheus.CounterOpts{Name: "tsm_sesim_reader_resets_total",
+			Help: "Card power-offs, power-ons and resets from a card reader (vpcd), committed."}),
 	}
-	reg.MustRegister(o.manufactured, o.scripts, o.apdus, o.cache,
+	reg.MustRegister(o.manufactured, o.scripts, o.apdus, o.cache, o.resets,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tsm_sesim_cards_cached",
 			Help: "Decoded cards held in memory."}, func() float64 { return float64(cached()) }))
 	return o
@@ -47,6 +50,12 @@ func (o *PromObserver) ScriptExecuted(apdus int) {
 
 // DebugAPDUExecuted implements app.Observer.
 func (o *PromObserver) DebugAPDUExecuted() { o.apdus.WithLabelValues("debug").Inc() }
+
+// ReaderAPDUExecuted implements app.Observer.
+func (o *PromObserver) ReaderAPDUExecuted() { o.apdus.WithLabelValues("reader").Inc() }
+
+// ReaderReset implements app.Observer.
+func (o *PromObserver) ReaderReset() { o.resets.Inc() }
 
 // CardCacheLookup implements app.Observer.
 func (o *PromObserver) CardCacheLookup(hit bool) {

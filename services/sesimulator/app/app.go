@@ -409,6 +409,21 @@ func (a *App) CardIDs(_ context.Context, after string, limit int) ([]string, err
 // ongoing secure channel with it, which is why the endpoint is off by
 // default.
 func (a *App) TransmitAPDU(_ context.Context, seID string, capdu []byte) ([]byte, error) {
+	resp, err := a.transmitOne(seID, capdu)
+	if err != nil {
+		return nil, err
+	}
+	a.cfg.Observer.DebugAPDUExecuted()
+	a.cfg.Log.Info("debug APDU executed", "seId", seID, "sw", fmt.Sprintf("%04X", domain.StatusWord(resp)))
+	return resp, nil
+}
+
+// transmitOne runs one APDU on a card under its SE lock and commits the
+// card's new state and counters before returning the response: the fleet
+// stays the system of record whatever door the APDU came in by. A failed
+// commit drops the in-memory card (storage has the truth) and returns the
+// error instead of a response the card would not remember.
+func (a *App) transmitOne(seID string, capdu []byte) ([]byte, error) {
 	if len(capdu) == 0 {
 		return nil, fmt.Errorf("%w: empty APDU", ErrInvalid)
 	}
@@ -441,7 +456,5 @@ func (a *App) TransmitAPDU(_ context.Context, seID string, capdu []byte) ([]byte
 	}
 	lc.counters = counters
 	a.cache.add(seID, lc)
-	a.cfg.Observer.DebugAPDUExecuted()
-	a.cfg.Log.Info("debug APDU executed", "seId", seID, "sw", fmt.Sprintf("%04X", domain.StatusWord(resp)))
 	return resp, nil
 }

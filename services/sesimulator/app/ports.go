@@ -84,6 +84,10 @@ type Observer interface {
 	ScriptExecuted(apdus int)
 	// DebugAPDUExecuted counts an APDU sent through the debug endpoint.
 	DebugAPDUExecuted()
+	// ReaderAPDUExecuted counts an APDU sent by a card reader (vpcd).
+	ReaderAPDUExecuted()
+	// ReaderReset counts a power-off, power-on or reset from a card reader.
+	ReaderReset()
 	// CardCacheLookup counts a lookup of the decoded-card cache.
 	CardCacheLookup(hit bool)
 }
@@ -93,4 +97,6 @@ type noObserver struct{}
 func (noObserver) CardManufactured()    {}
 func (noObserver) ScriptExecuted(int)   {}
 func (noObserver) DebugAPDUExecuted()   {}
+func (noObserver) ReaderAPDUExecuted()  {}
+func (noObserver) ReaderReset()         {}
 func (noObserver) CardCacheLookup(bool) {}

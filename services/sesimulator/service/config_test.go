@@ -57,3 +57,29 @@ func TestConfigFromEnvOverridesAndErrors(t *testing.T) {
 		t.Error("SESIM_CACHE_CARDS=0 accepted")
 	}
 }
+
+func TestConfigFromEnvVPCD(t *testing.T) {
+	t.Setenv("SESIM_VPCD_ADDR", "")
+	t.Setenv("SESIM_VPCD_SE", "")
+	cfg, err := service.ConfigFromEnv()
+	if err != nil || cfg.VPCDAddr != "" || cfg.VPCDSE != "" {
+		t.Fatalf("default: reader on (%q, %q), err %v; want off", cfg.VPCDAddr, cfg.VPCDSE, err)
+	}
+	t.Setenv("SESIM_VPCD_ADDR", "127.0.0.1:35963")
+	t.Setenv("SESIM_VPCD_SE", "0100000000000002")
+	if cfg, err = service.ConfigFromEnv(); err != nil || cfg.VPCDAddr != "127.0.0.1:35963" || cfg.VPCDSE != "0100000000000002" {
+		t.Fatalf("reader settings (%q, %q), err %v", cfg.VPCDAddr, cfg.VPCDSE, err)
+	}
+	for _, bad := range []struct{ addr, se, wantVar string }{
+		{"127.0.0.1:35963", "", "SESIM_VPCD_SE"},
+		{"127.0.0.1:35963", "not-hex", "SESIM_VPCD_SE"},
+		{"127.0.0.1", "0100000000000002", "SESIM_VPCD_ADDR"},
+		{"", "0100000000000002", "SESIM_VPCD_ADDR"},
+	} {
+		t.Setenv("SESIM_VPCD_ADDR", bad.addr)
+		t.Setenv("SESIM_VPCD_SE", bad.se)
+		if _, err := service.ConfigFromEnv(); err == nil || !strings.Contains(err.Error(), bad.wantVar) {
+			t.Errorf("addr %q se %q: error %v, want one naming %s", bad.addr, bad.se, err, bad.wantVar)
+		}
+	}
+}

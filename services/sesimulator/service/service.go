@@ -8,18 +8,23 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tsmhub/tsmhub/pkg/ops"
 	"github.com/tsmhub/tsmhub/pkg/servicekit"
+	"github.com/tsmhub/tsmhub/pkg/topology"
 
 	"github.com/tsmhub/tsmhub/services/sesimulator/adapters"
 	"github.com/tsmhub/tsmhub/services/sesimulator/app"
 	"github.com/tsmhub/tsmhub/services/sesimulator/domain"
 	"github.com/tsmhub/tsmhub/services/sesimulator/ports"
+	"github.com/tsmhub/tsmhub/services/sesimulator/ports/vpcd"
 )
 
 // Name is the service name (logs, data directory, dead-letter subjects).
@@ -80,6 +85,18 @@ type Config struct {
 	// (its SE record may still be on its way) before it is answered
 	// SE_INACCESSIBLE [SESIM_ENROLMENT_GRACE, Go duration, default 15s].
 	EnrolmentGrace time.Duration
+	// VPCDAddr is the host:port of vsmartcard's vpcd (the virtual PC/SC
+	// reader loaded by pcscd); when set, the card of VPCDSE is served there
+	// as a card in that reader, for opensc-tool, scriptor, pyscard and other
+	// PC/SC tools [SESIM_VPCD_ADDR, default empty: off; vpcd's own default
+	// is 127.0.0.1:35963 for the reader "Virtual PCD 00 00", 35964 for
+	// "Virtual PCD 00 01"]. The se-simulator connects as vpcd's client and
+	// reconnects with backoff while vpcd is not there.
+	VPCDAddr string
+	// VPCDSE is the SE id (CIN in hex) whose card is served through vpcd;
+	// required with VPCDAddr [SESIM_VPCD_SE]. Every APDU from the reader
+	// takes the card's lock and is committed to the fleet like a script.
+	VPCDSE string
 }
 
 // ConfigFromEnv reads the configuration from the environment. Errors name
@@ -125,7 +142,29 @@ func ConfigFromEnv() (Config, error) {
 	if cfg.EnrolmentGrace, err = ops.EnvDuration("SESIM_ENROLMENT_GRACE", app.DefaultEnrolmentGrace); err != nil {
 		return Config{}, err
 	}
+	cfg.VPCDAddr = strings.TrimSpace(os.Getenv("SESIM_VPCD_ADDR"))
+	cfg.VPCDSE = strings.ToUpper(strings.TrimSpace(os.Getenv("SESIM_VPCD_SE")))
+	if err := cfg.checkVPCD(); err != nil {
+		return Config{}, err
+	}
 	return cfg, nil
+}
+
+// checkVPCD checks the reader settings: both or neither.
+func (cfg Config) checkVPCD() error {
+	if cfg.VPCDAddr == "" {
+		if cfg.VPCDSE != "" {
+			return fmt.Errorf("SESIM_VPCD_SE=%s without SESIM_VPCD_ADDR: set SESIM_VPCD_ADDR to vpcd's address (e.g. 127.0.0.1:35963)", cfg.VPCDSE)
+		}
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(cfg.VPCDAddr); err != nil {
+		return fmt.Errorf("SESIM_VPCD_ADDR=%q: want host:port, e.g. 127.0.0.1:35963", cfg.VPCDAddr)
+	}
+	if !topology.ValidSEID(cfg.VPCDSE) {
+		return fmt.Errorf("SESIM_VPCD_SE=%q: want the SE id (the card's CIN in hex) of the card to serve through vpcd", cfg.VPCDSE)
+	}
+	return nil
 }
 
 func envKey(name string, def domain.SecretKey) (domain.SecretKey, error) {
@@ -175,6 +214,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if !domain.ValidAESKeyLength(len(cfg.IssuerMasterKey)) {
 		return fmt.Errorf("issuer master key must be an AES-128/192/256 key")
 	}
+	cfg.VPCDSE = strings.ToUpper(cfg.VPCDSE)
+	if err := cfg.checkVPCD(); err != nil {
+		return err
+	}
 	sealer, err := adapters.NewStateSealer(cfg.StateKEK)
 	if err != nil {
 		return err
@@ -210,8 +253,32 @@ func Run(ctx context.Context, cfg Config) error {
 	ports.BusHandlers{App: application, Schemas: kit.Schemas}.Register(kit.Router)
 	ports.HTTP{App: application, DebugAPDU: cfg.DebugAPDU, Log: log}.Mount(kit.Ops.Router)
 	log.Info("se-simulator configured", "spsWithOwnKey", cfg.SPMasterKeys.SortedSPs(),
-		"cacheCards", cfg.CacheCards, "enrolmentGrace", cfg.EnrolmentGrace.String(), "debugApdu", cfg.DebugAPDU)
-	return kit.Run(ctx)
+		"cacheCards", cfg.CacheCards, "enrolmentGrace", cfg.EnrolmentGrace.String(), "debugApdu", cfg.DebugAPDU,
+		"vpcd", cfg.VPCDAddr, "vpcdSe", cfg.VPCDSE)
+	if cfg.VPCDAddr == "" {
+		return kit.Run(ctx)
+	}
+	reader := vpcd.New(application, vpcd.Config{Addr: cfg.VPCDAddr, SEID: cfg.VPCDSE, Log: log})
+	kit.Ops.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tsm_sesim_vpcd_connected",
+		Help: "1 while the card of SESIM_VPCD_SE is in vpcd's virtual reader (connected), else 0."},
+		func() float64 {
+			if reader.Connected() {
+				return 1
+			}
+			return 0
+		}))
+	// The reader stops with the service; Run waits for it so that no APDU
+	// is committed after Run returned.
+	readerCtx, stopReader := context.WithCancel(ctx)
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		_ = reader.Run(readerCtx)
+	}()
+	err = kit.Run(ctx)
+	stopReader()
+	<-readerDone
+	return err
 }
 
 func mustHex(s string) []byte {

@@ -81,3 +81,24 @@ func SW(tb testing.TB, rapdu string) uint16 {
 	b := Unhex(tb, rapdu)
 	return domain.StatusWord(b)
 }
+
+// ISDHost returns the issuer's SCP03 host for the ISD of the SE's card:
+// static keys kdf3-diversified from the demo issuer master key over the
+// card's KDD, key version KVNIssuer.
+func ISDHost(tb testing.TB, seID string) *scp03.Host {
+	tb.Helper()
+	cin, err := hex.DecodeString(seID)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	enc, mac, dek, err := card.DeriveSCP03Keys(domain.DemoIssuerMasterKey, card.KDDFromCIN(cin))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h, err := scp03.NewHost(scp03.StaticKeys{ENC: enc, MAC: mac, DEK: dek},
+		scp03.HostOptions{SDAID: card.ISDAID, KVN: card.KVNIssuer})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return h
+}
