@@ -1,11 +1,14 @@
 package bus_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -397,5 +400,84 @@ func TestPruneInboxRemovesOldRecordsOnly(t *testing.T) {
 	}
 	if ok, _ := s.Processed("c", "recent"); ok {
 		t.Fatal("pruned record still reported as processed")
+	}
+}
+
+func TestDeliveryDecodeAs(t *testing.T) {
+	ev := testEvent(t, "d-1", map[string]string{"seId": "SE01"}).Event
+	var v struct{ SEID string }
+	d := &bus.Delivery{Subject: "tsm.se.SE01.execute", Event: ev}
+	if err := d.DecodeAs("tsmhub.test.v1", &v); err != nil || v.SEID != "SE01" {
+		t.Fatalf("DecodeAs: %v %+v", err, v)
+	}
+	if err := d.DecodeAs("tsmhub.other.v1", &v); err == nil || !strings.Contains(err.Error(), `want "tsmhub.other.v1"`) {
+		t.Errorf("other type: %v", err)
+	}
+	if err := d.DecodeAs("tsmhub.test.v1", &[]int{}); err == nil || !strings.Contains(err.Error(), "data of tsmhub.test.v1") {
+		t.Errorf("data of another shape: %v", err)
+	}
+	if err := (&bus.Delivery{DecodeErr: bus.ErrNotCloudEvent}).DecodeAs("tsmhub.test.v1", &v); !errors.Is(err, bus.ErrNotCloudEvent) {
+		t.Errorf("not a CloudEvent: %v", err)
+	}
+	bad := ev.Clone()
+	bad.SetSource("")
+	if err := (&bus.Delivery{Event: bad}).DecodeAs("tsmhub.test.v1", &v); err == nil || !strings.Contains(err.Error(), "invalid CloudEvent") {
+		t.Errorf("invalid event: %v", err)
+	}
+}
+
+func TestSchemasCheckEventNamesLocationsOnly(t *testing.T) {
+	schemas, err := bus.LoadSchemas()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	ev, err := bus.NewEvent("c-1", "urn:tsm:sp:bank-a", "tsm.get-se-id.request", "", map[string]string{"msi": "SECRET4711x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = schemas.CheckEvent(ev, log)
+	if err == nil || !strings.Contains(err.Error(), "tsm.get-se-id.request schema at /msi") {
+		t.Fatalf("CheckEvent: %v", err)
+	}
+	if out := err.Error() + logged.String(); strings.Contains(out, "SECRET4711x") || !strings.Contains(logged.String(), "at=/msi") {
+		t.Errorf("error or log quotes the value or lacks the location: %s", out)
+	}
+	ok, _ := bus.NewEvent("c-2", "urn:tsm:sp:bank-a", "tsm.get-se-id.request", "", map[string]string{"msi": "4915112345678"})
+	noSchema := testEvent(t, "c-3", map[string]string{"x": "SECRET"}).Event
+	var none *bus.Schemas
+	if schemas.CheckEvent(ok, log) != nil || schemas.CheckEvent(noSchema, log) != nil || none.CheckEvent(ev, log) != nil {
+		t.Error("valid data, a type without schema or no schemas at all rejected")
+	}
+}
+
+func TestStoreDeleteWhere(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "s.db"))
+	defer s.Close()
+	err := s.Update(func(tx *bus.Tx) error {
+		for i := 0; i < 10; i++ {
+			if err := tx.Bucket([]byte("state")).Put([]byte(fmt.Sprint(i)), []byte{byte(i)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.DeleteWhere("state", func(_, v []byte) bool { return v[0]%2 == 0 })
+	if err != nil || n != 5 {
+		t.Fatalf("deleted %d (%v), want 5", n, err)
+	}
+	var left []string
+	_ = s.DB().View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("state")).ForEach(func(k, _ []byte) error { left = append(left, string(k)); return nil })
+	})
+	if strings.Join(left, ",") != "1,3,5,7,9" {
+		t.Errorf("left %v", left)
+	}
+	if _, err := s.DeleteWhere("nope", func(_, _ []byte) bool { return true }); err == nil {
+		t.Error("missing bucket accepted")
 	}
 }

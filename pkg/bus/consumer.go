@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -45,6 +46,25 @@ func (d *Delivery) Token(i int) string {
 		return ""
 	}
 	return t[i]
+}
+
+// DecodeAs checks that the delivery is a valid CloudEvent of type ceType and
+// unmarshals its data into v. An error means the message can never be handled
+// (the same bytes will never decode better): dead-letter it with Permanent.
+func (d *Delivery) DecodeAs(ceType string, v any) error {
+	if d.DecodeErr != nil {
+		return fmt.Errorf("not a CloudEvent: %w", d.DecodeErr)
+	}
+	if err := d.Event.Validate(); err != nil {
+		return fmt.Errorf("invalid CloudEvent: %w", err)
+	}
+	if t := d.Event.Type(); t != ceType {
+		return fmt.Errorf("ce-type %q on %s: want %q", t, d.Subject, ceType)
+	}
+	if err := json.Unmarshal(d.Event.Data(), v); err != nil {
+		return fmt.Errorf("data of %s: %w", ceType, err)
+	}
+	return nil
 }
 
 // Handler processes one delivery. Return nil once the effect is committed;

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"fmt"
 	"io/fs"
+	"log/slog"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
@@ -82,6 +85,32 @@ func (s *Schemas) Validate(ceType string, data []byte) error {
 	}
 	return nil
 }
+
+// CheckEvent validates the data of ev against the published schema of its
+// type, when there is one (a nil Schemas checks nothing). The returned error,
+// and the warning it logs, name the JSON locations at fault only: Validate's
+// message quotes offending values, which may be APDU data.
+func (s *Schemas) CheckEvent(ev event.Event, log *slog.Logger) error {
+	ceType := ev.Type()
+	if s == nil || !s.Has(ceType) {
+		return nil
+	}
+	err := s.Validate(ceType, ev.Data())
+	if err == nil {
+		return nil
+	}
+	var at []string
+	for _, m := range schemaLocations.FindAllStringSubmatch(err.Error(), 5) {
+		at = append(at, m[1])
+	}
+	locations := strings.Join(at, ", ")
+	log.Warn("event does not match its schema", "type", ceType, "eventId", ev.ID(), "at", locations)
+	return fmt.Errorf("data does not match the %s schema at %s", ceType, locations)
+}
+
+// schemaLocations finds the JSON pointers in Validate's message
+// ("at /commands/1: ...; at /seId: ...").
+var schemaLocations = regexp.MustCompile(`(?:^|; )at (/[^:\s]*):`)
 
 var englishPrinter = message.NewPrinter(language.English)
 

@@ -334,6 +334,37 @@ func (s *Store) Processed(consumer, eventID string) (bool, error) {
 	return found, err
 }
 
+// DeleteWhere deletes, in one transaction, every entry of bucket for which
+// match holds and returns how many it deleted.
+func (s *Store) DeleteWhere(bucket string, match func(k, v []byte) bool) (int, error) {
+	var n int
+	err := s.Update(func(tx *Tx) error {
+		n = 0
+		b := tx.Bucket([]byte(bucket))
+		if b == nil {
+			return fmt.Errorf("no bucket %s", bucket)
+		}
+		var old [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			if match(k, v) {
+				old = append(old, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range old {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		n = len(old)
+		return nil
+	})
+	return n, err
+}
+
 // PruneInbox deletes inbox records older than maxAge, in batches, so the
 // inbox stays bounded. Redeliveries come within minutes (AckWait, restarts);
 // a record older than the streams' retention can no longer be needed.

@@ -174,3 +174,46 @@ func (k *Kit) Run(ctx context.Context) error {
 		return nil
 	}
 }
+
+// RunWith is Run with tasks (sweepers, pruners) running alongside: each gets a
+// context that ends when Run returns, and RunWith returns once they have
+// returned too. A stop through ctx while the router still creates its
+// consumers, which the router reports as context.Canceled, is a clean stop.
+func (k *Kit) RunWith(ctx context.Context, tasks ...func(context.Context)) error {
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, task := range tasks {
+		wg.Go(func() { task(runCtx) })
+	}
+	err := k.Run(runCtx)
+	cancel()
+	wg.Wait()
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// Pruner returns a task for RunWith that calls prune with the cutoff
+// now - retention every quarter of retention (at least a second and at most
+// ten minutes apart) and logs what it pruned; what names the entries.
+func (k *Kit) Pruner(what string, retention time.Duration, prune func(cutoff time.Time) (int, error)) func(context.Context) {
+	return func(ctx context.Context) {
+		t := time.NewTicker(max(min(retention/4, 10*time.Minute), time.Second))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				n, err := prune(time.Now().Add(-retention))
+				if err != nil {
+					k.Log.Warn("pruning "+what+" failed", "error", err)
+				} else if n > 0 {
+					k.Log.Info("pruned "+what, "count", n)
+				}
+			}
+		}
+	}
+}
