@@ -62,30 +62,10 @@ func (s *Store) View(fn func(app.ReadTx) error) error {
 
 // PruneDeliveries deletes the bookkeeping of deliveries handled before cutoff.
 func (s *Store) PruneDeliveries(cutoff time.Time) (int, error) {
-	var n int
-	err := s.bus.Update(func(tx *bus.Tx) error {
-		n = 0
-		b := tx.Bucket([]byte(BucketDeliveries))
-		var old [][]byte
-		err := b.ForEach(func(k, v []byte) error {
-			var d domain.Delivery
-			if err := json.Unmarshal(v, &d); err != nil || d.At.Before(cutoff) {
-				old = append(old, append([]byte(nil), k...))
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range old {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
-		n = len(old)
-		return nil
+	return s.bus.DeleteWhere(BucketDeliveries, func(_, v []byte) bool {
+		var d domain.Delivery
+		return json.Unmarshal(v, &d) != nil || d.At.Before(cutoff)
 	})
-	return n, err
 }
 
 type reader struct{ tx *bolt.Tx }

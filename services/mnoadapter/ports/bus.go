@@ -4,12 +4,9 @@ package ports
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
-	"strings"
 
 	"github.com/tsmhub/tsmhub/pkg/bus"
 	"github.com/tsmhub/tsmhub/pkg/events"
@@ -30,7 +27,7 @@ type Handlers struct {
 // Deliver handles events.MNODeliver (consumer topology.MNOAdapterDeliver).
 func (h *Handlers) Deliver(ctx context.Context, d *bus.Delivery) error {
 	var req events.MNODeliver
-	if err := decode(d, events.TypeMNODeliver, &req); err != nil {
+	if err := d.DecodeAs(events.TypeMNODeliver, &req); err != nil {
 		return bus.Permanent(err)
 	}
 	// tsm.mno.<mnoId>.<seId>.deliver
@@ -44,7 +41,7 @@ func (h *Handlers) Deliver(ctx context.Context, d *bus.Delivery) error {
 		return bus.Permanent(errors.New("scriptId is empty"))
 	}
 	log := h.Log.With("seId", req.SEID, "conversationId", req.ConversationID, "scriptId", req.ScriptID)
-	stepErr := checkSchema(h.Schemas, d, log)
+	stepErr := h.Schemas.CheckEvent(d.Event, log)
 	corr := bus.StringExtension(d.Event, bus.ExtCorrelationID)
 	if corr == "" {
 		corr = req.Request.RequestID
@@ -70,10 +67,10 @@ func (h *Handlers) Deliver(ctx context.Context, d *bus.Delivery) error {
 // A record that cannot be read is dead-lettered: nobody waits for an answer.
 func (h *Handlers) Registry(ctx context.Context, d *bus.Delivery) error {
 	var rec events.MNORecord
-	if err := decode(d, events.TypeRegistryMNO, &rec); err != nil {
+	if err := d.DecodeAs(events.TypeRegistryMNO, &rec); err != nil {
 		return bus.Permanent(err)
 	}
-	if err := checkSchema(h.Schemas, d, h.Log); err != nil {
+	if err := h.Schemas.CheckEvent(d.Event, h.Log); err != nil {
 		return bus.Permanent(err)
 	}
 	msg := app.Message{Inbox: topology.MNOAdapterRegistry(h.MNOID).Name, EventID: d.Event.ID()}
@@ -88,47 +85,3 @@ func (h *Handlers) Registry(ctx context.Context, d *bus.Delivery) error {
 		"maxApdusPerScript", rec.MaxAPDUsPerScript, "otaCarrier", rec.OTACarrier)
 	return nil
 }
-
-// decode checks the CloudEvent and its type and unmarshals the data into v.
-// Any error is permanent: the same bytes will never decode better.
-func decode(d *bus.Delivery, ceType string, v any) error {
-	if d.DecodeErr != nil {
-		return fmt.Errorf("not a CloudEvent: %w", d.DecodeErr)
-	}
-	if err := d.Event.Validate(); err != nil {
-		return fmt.Errorf("invalid CloudEvent: %w", err)
-	}
-	if t := d.Event.Type(); t != ceType {
-		return fmt.Errorf("ce-type %q on %s: want %q", t, d.Subject, ceType)
-	}
-	if err := json.Unmarshal(d.Event.Data(), v); err != nil {
-		return fmt.Errorf("data of %s: %w", ceType, err)
-	}
-	return nil
-}
-
-// checkSchema validates the data against the published schema of its type,
-// when there is one. The returned error, and the log line, name the JSON
-// locations at fault only: the schema library quotes offending values, which
-// may be APDU data.
-func checkSchema(schemas *bus.Schemas, d *bus.Delivery, log *slog.Logger) error {
-	ceType := d.Event.Type()
-	if schemas == nil || !schemas.Has(ceType) {
-		return nil
-	}
-	err := schemas.Validate(ceType, d.Event.Data())
-	if err == nil {
-		return nil
-	}
-	var at []string
-	for _, m := range schemaLocations.FindAllStringSubmatch(err.Error(), 5) {
-		at = append(at, m[1])
-	}
-	locations := strings.Join(at, ", ")
-	log.Warn("event does not match its schema", "type", ceType, "eventId", d.Event.ID(), "at", locations)
-	return fmt.Errorf("data does not match the %s schema at %s", ceType, locations)
-}
-
-// schemaLocations finds the JSON pointers in bus.Schemas.Validate's message
-// ("at /commands/1: ...; at /seId: ...").
-var schemaLocations = regexp.MustCompile(`(?:^|; )at (/[^:\s]*):`)

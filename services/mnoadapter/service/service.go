@@ -153,39 +153,5 @@ func Run(ctx context.Context, cfg Config) error {
 	kit.Router.Handle(topology.MNOAdapterRegistry(cfg.MNOID), handlers.Registry)
 	(&ports.HTTP{App: application}).Routes(kit.Ops.Router)
 
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	pruned := make(chan struct{})
-	go func() {
-		defer close(pruned)
-		pruneDeliveries(runCtx, kit, store, cfg.DeliveryRetention)
-	}()
-	err = kit.Run(runCtx)
-	cancel()
-	<-pruned
-	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		// Stopped while the router was still creating its consumers: a
-		// clean shutdown, not a failure.
-		return nil
-	}
-	return err
-}
-
-// pruneDeliveries deletes old delivery bookkeeping every few minutes.
-func pruneDeliveries(ctx context.Context, kit *servicekit.Kit, store *adapters.Store, retention time.Duration) {
-	t := time.NewTicker(max(min(retention/4, 10*time.Minute), time.Second))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n, err := store.PruneDeliveries(time.Now().Add(-retention))
-			if err != nil {
-				kit.Log.Warn("pruning delivery bookkeeping failed", "error", err)
-			} else if n > 0 {
-				kit.Log.Info("pruned delivery bookkeeping", "count", n)
-			}
-		}
-	}
+	return kit.RunWith(ctx, kit.Pruner("delivery bookkeeping", cfg.DeliveryRetention, store.PruneDeliveries))
 }

@@ -67,30 +67,10 @@ func (s *Store) InFlightCount() int {
 // PruneSummaries deletes the summaries of scripts completed before cutoff and
 // returns how many it deleted.
 func (s *Store) PruneSummaries(cutoff time.Time) (int, error) {
-	var n int
-	err := s.bus.Update(func(tx *bus.Tx) error {
-		n = 0
-		b := tx.Bucket([]byte(BucketSummary))
-		var old [][]byte
-		err := b.ForEach(func(k, v []byte) error {
-			var sum domain.Summary
-			if err := json.Unmarshal(v, &sum); err != nil || sum.CompletedAt == nil || sum.CompletedAt.Before(cutoff) {
-				old = append(old, append([]byte(nil), k...))
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range old {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
-		n = len(old)
-		return nil
+	return s.bus.DeleteWhere(BucketSummary, func(_, v []byte) bool {
+		var sum domain.Summary
+		return json.Unmarshal(v, &sum) != nil || sum.CompletedAt == nil || sum.CompletedAt.Before(cutoff)
 	})
-	return n, err
 }
 
 type txn struct {

@@ -4,12 +4,9 @@ package ports
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -30,7 +27,7 @@ type Handlers struct {
 // Requested handles events.ScriptRequested (consumer topology.ScriptRouterRequested).
 func (h *Handlers) Requested(ctx context.Context, d *bus.Delivery) error {
 	var req events.ScriptRequested
-	if err := decode(d, events.TypeScriptRequested, &req); err != nil {
+	if err := d.DecodeAs(events.TypeScriptRequested, &req); err != nil {
 		return bus.Permanent(err)
 	}
 	if err := checkIDs(d, req.SEID, req.ScriptID); err != nil {
@@ -38,7 +35,7 @@ func (h *Handlers) Requested(ctx context.Context, d *bus.Delivery) error {
 	}
 	log := h.Log.With("seId", req.SEID, "conversationId", req.ConversationID, "scriptId", req.ScriptID,
 		"spId", req.Request.SPID)
-	stepErr := h.checkSchema(d, log)
+	stepErr := h.Schemas.CheckEvent(d.Event, log)
 	res, err := h.App.RequestScript(ctx, message(topology.ScriptRouterRequested, d, req.Request.RequestID), req, stepErr)
 	if err != nil {
 		return err
@@ -59,14 +56,14 @@ func (h *Handlers) Requested(ctx context.Context, d *bus.Delivery) error {
 // Executed handles events.SEExecuted (consumer topology.ScriptRouterExecuted).
 func (h *Handlers) Executed(ctx context.Context, d *bus.Delivery) error {
 	var ex events.SEExecuted
-	if err := decode(d, events.TypeSEExecuted, &ex); err != nil {
+	if err := d.DecodeAs(events.TypeSEExecuted, &ex); err != nil {
 		return bus.Permanent(err)
 	}
 	if err := checkIDs(d, ex.SEID, ex.ScriptID); err != nil {
 		return bus.Permanent(err)
 	}
 	log := h.Log.With("seId", ex.SEID, "conversationId", ex.ConversationID, "scriptId", ex.ScriptID)
-	stepErr := h.checkSchema(d, log)
+	stepErr := h.Schemas.CheckEvent(d.Event, log)
 	res, err := h.App.CompleteScript(ctx, message(topology.ScriptRouterExecuted, d, ex.Request.RequestID), ex, stepErr)
 	if errors.Is(err, app.ErrScriptNotInFlight) || errors.Is(err, app.ErrSEMismatch) {
 		return bus.Permanent(err)
@@ -86,51 +83,6 @@ func (h *Handlers) Executed(ctx context.Context, d *bus.Delivery) error {
 	}
 	return nil
 }
-
-// decode checks the CloudEvent and its type and unmarshals the data into v.
-// Any error is permanent: the same bytes will never decode better, and without
-// the ids nobody can be answered.
-func decode(d *bus.Delivery, ceType string, v any) error {
-	if d.DecodeErr != nil {
-		return fmt.Errorf("not a CloudEvent: %w", d.DecodeErr)
-	}
-	if err := d.Event.Validate(); err != nil {
-		return fmt.Errorf("invalid CloudEvent: %w", err)
-	}
-	if t := d.Event.Type(); t != ceType {
-		return fmt.Errorf("ce-type %q on %s: want %q", t, d.Subject, ceType)
-	}
-	if err := json.Unmarshal(d.Event.Data(), v); err != nil {
-		return fmt.Errorf("data of %s: %w", ceType, err)
-	}
-	return nil
-}
-
-// checkSchema validates the data against the published schema of its type,
-// when there is one. The returned error, and the log line, name the JSON
-// locations at fault only: the schema library quotes offending values, which
-// may be APDU data.
-func (h *Handlers) checkSchema(d *bus.Delivery, log *slog.Logger) error {
-	ceType := d.Event.Type()
-	if h.Schemas == nil || !h.Schemas.Has(ceType) {
-		return nil
-	}
-	err := h.Schemas.Validate(ceType, d.Event.Data())
-	if err == nil {
-		return nil
-	}
-	var at []string
-	for _, m := range schemaLocations.FindAllStringSubmatch(err.Error(), 5) {
-		at = append(at, m[1])
-	}
-	locations := strings.Join(at, ", ")
-	log.Warn("event does not match its schema", "type", ceType, "eventId", d.Event.ID(), "at", locations)
-	return fmt.Errorf("data does not match the %s schema at %s", ceType, locations)
-}
-
-// schemaLocations finds the JSON pointers in bus.Schemas.Validate's message
-// ("at /commands/1: ...; at /seId: ...").
-var schemaLocations = regexp.MustCompile(`(?:^|; )at (/[^:\s]*):`)
 
 // checkIDs makes sure the payload's SE is the one of the subject (per-SE
 // ordering relies on it) and that the script can be keyed.

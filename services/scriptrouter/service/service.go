@@ -4,7 +4,6 @@ package service
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -112,41 +111,6 @@ func Run(ctx context.Context, cfg Config) error {
 	kit.Router.Handle(topology.ScriptRouterExecuted, handlers.Executed)
 	(&ports.HTTP{App: application}).Routes(kit.Ops.Router)
 
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	pruned := make(chan struct{})
-	go func() {
-		defer close(pruned)
-		pruneSummaries(runCtx, kit, store, cfg.SummaryRetention)
-	}()
-	err = kit.Run(runCtx)
-	cancel()
-	<-pruned
-	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		// Stopped while the router was still creating its consumers: a
-		// clean shutdown, not a failure.
-		return nil
-	}
-	return err
-}
-
-// pruneSummaries deletes old summaries of completed scripts every few
-// minutes; they only serve the HTTP API.
-func pruneSummaries(ctx context.Context, kit *servicekit.Kit, store *adapters.Store, retention time.Duration) {
-	every := min(retention/4, 10*time.Minute)
-	t := time.NewTicker(max(every, time.Second))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n, err := store.PruneSummaries(time.Now().Add(-retention))
-			if err != nil {
-				kit.Log.Warn("pruning script summaries failed", "error", err)
-			} else if n > 0 {
-				kit.Log.Info("pruned script summaries", "count", n)
-			}
-		}
-	}
+	// Summaries of completed scripts only serve the HTTP API.
+	return kit.RunWith(ctx, kit.Pruner("script summaries", cfg.SummaryRetention, store.PruneSummaries))
 }
