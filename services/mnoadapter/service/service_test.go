@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tsmhub/tsmhub/pkg/bustest"
 	"github.com/tsmhub/tsmhub/pkg/contract"
 	"github.com/tsmhub/tsmhub/pkg/events"
 	"github.com/tsmhub/tsmhub/pkg/topology"
@@ -159,7 +160,7 @@ func TestRegistryRecordSetsLatencyAndLimit(t *testing.T) {
 	rec := events.MNORecord{MNOID: mno, Name: "MNO A", OTACarrier: "sms", MaxAPDUsPerScript: 2, LatencyMs: 400}
 	e.publish(topology.RegistryMNO(mno), events.TypeRegistryMNO, "reg-1", "", rec)
 	var s domain.Settings
-	e.eventually("the MNO record to apply", func() bool {
+	bustest.Eventually(t, deadline, "the MNO record to apply", func() bool {
 		e.getJSON("/v1/mno", &s)
 		return s.RegistryRecord
 	})
