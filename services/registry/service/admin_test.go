@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tsmhub/tsmhub/pkg/bustest"
 	"github.com/tsmhub/tsmhub/pkg/events"
 
 	"github.com/tsmhub/tsmhub/services/registry/domain"
@@ -282,9 +283,9 @@ func TestKeyTransportKeyNeverLeaves(t *testing.T) {
 	get := h.mustDo("GET", "/v1/sps/bank-k", nil, http.StatusOK)
 	m := h.lastRecord("tsm.reg.sp.bank-k", nil)
 	validateRecord(t, h, m, events.TypeRegistrySP, "bank-k")
-	eventually(t, "both SP records relayed", func() (bool, string) {
-		n, err := h.subjectCount("TSM_REG", "tsm.reg.sp.bank-k")
-		return err == nil && n == 1, fmt.Sprint(n, err)
+	bustest.EventuallyReport(t, waitTimeout, "both SP records relayed", func() (bool, string) {
+		n := bustest.CountMessages(t, h.js, "TSM_REG", "tsm.reg.sp.bank-k")
+		return n == 1, fmt.Sprint(n)
 	})
 	file, err := os.ReadFile(h.dbPath)
 	if err != nil {
@@ -366,9 +367,9 @@ func TestImportTenThousandLines(t *testing.T) {
 		t.Fatalf("last line's SE %+v", se)
 	}
 	// One record per imported SE reaches the bus.
-	eventually(t, "one record per imported SE", func() (bool, string) {
-		n, err := h.subjectCount("TSM_REG", "tsm.reg.se.>")
-		return err == nil && n == total-5, fmt.Sprint(n, err)
+	bustest.EventuallyReport(t, waitTimeout, "one record per imported SE", func() (bool, string) {
+		n := bustest.CountMessages(t, h.js, "TSM_REG", "tsm.reg.se.>")
+		return n == total-5, fmt.Sprint(n)
 	})
 	// Importing the same file again changes nothing.
 	r = h.mustDo("POST", "/v1/ses:import", body, http.StatusOK)

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tsmhub/tsmhub/pkg/bus"
-	"github.com/tsmhub/tsmhub/pkg/natsembed"
+	"github.com/tsmhub/tsmhub/pkg/bustest"
 	"github.com/tsmhub/tsmhub/pkg/servicekit"
 
 	"github.com/tsmhub/tsmhub/services/registry/service"
@@ -27,46 +26,6 @@ import (
 // pass on a loaded 2-core machine.
 const waitTimeout = 30 * time.Second
 
-// eventually polls cond until it holds or the deadline passes; cond says
-// what it saw, for the failure message.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	delay := 5 * time.Millisecond
-	for {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %v; last seen: %s", what, waitTimeout, seen)
-		}
-		time.Sleep(delay) // polling interval, not synchronisation: the condition decides
-		if delay < 100*time.Millisecond {
-			delay *= 2
-		}
-	}
-}
-
-// logBuffer collects the service's log lines so tests can assert what never
-// appears in them.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // harness is one registry running in-process on an embedded NATS server.
 type harness struct {
 	t       *testing.T
@@ -74,7 +33,7 @@ type harness struct {
 	dbPath  string
 	nc      *nats.Conn
 	js      jetstream.JetStream
-	logs    *logBuffer
+	logs    *bustest.Buffer
 	schemas *bus.Schemas
 }
 
@@ -89,16 +48,11 @@ func withClock(now func() time.Time) harnessOption {
 
 func startRegistry(t *testing.T, opts ...harnessOption) *harness {
 	t.Helper()
-	ns, err := natsembed.Start(natsembed.Config{Port: -1, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
+	srv := bustest.StartJetStream(t)
 	dataDir := t.TempDir()
-	bound := make(chan string, 1)
-	logs := &logBuffer{}
+	logs := &bustest.Buffer{}
 	cfg := service.Config{
-		Kit: servicekit.Config{NATSURL: ns.ClientURL(), DataDir: dataDir, HTTPAddr: "127.0.0.1:0", HTTPBound: bound,
+		Kit: servicekit.Config{NATSURL: srv.URL(), DataDir: dataDir, HTTPAddr: "127.0.0.1:0",
 			Workers: 8, Log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))},
 		KEK:             testKEK,
 		ImportBatchSize: 1000,
@@ -106,36 +60,13 @@ func startRegistry(t *testing.T, opts ...harnessOption) *harness {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- service.Run(ctx, cfg) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("registry stopped with %v", err)
-			}
-		case <-time.After(waitTimeout):
-			t.Errorf("registry did not stop within %v", waitTimeout)
-		}
+	svc := bustest.StartService(t, func(ctx context.Context, bound chan<- string) error {
+		cfg.Kit.HTTPBound = bound
+		return service.Run(ctx, cfg)
 	})
-	h := &harness{t: t, dbPath: filepath.Join(dataDir, "registry.db"), logs: logs}
-	select {
-	case addr := <-bound:
-		h.baseURL = "http://" + addr
-	case err := <-done:
-		t.Fatalf("registry did not start: %v", err)
-	case <-time.After(waitTimeout):
-		t.Fatal("registry did not bind its HTTP address")
-	}
-	if h.nc, err = nats.Connect(ns.ClientURL()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.nc.Close)
-	if h.js, err = jetstream.New(h.nc); err != nil {
-		t.Fatal(err)
-	}
+	h := &harness{t: t, baseURL: "http://" + svc.Addr, dbPath: filepath.Join(dataDir, "registry.db"), logs: logs,
+		nc: srv.NC, js: srv.JS}
+	var err error
 	if h.schemas, err = bus.LoadSchemas(); err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +139,7 @@ func (h *harness) mustDo(method, path string, body any, status int) httpResult {
 func (h *harness) lastRecord(subject string, accept func(*jetstream.RawStreamMsg) bool) *jetstream.RawStreamMsg {
 	h.t.Helper()
 	var msg *jetstream.RawStreamMsg
-	eventually(h.t, "record on "+subject, func() (bool, string) {
+	bustest.EventuallyReport(h.t, waitTimeout, "record on "+subject, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		s, err := h.js.Stream(ctx, "TSM_REG")
@@ -226,25 +157,6 @@ func (h *harness) lastRecord(subject string, accept func(*jetstream.RawStreamMsg
 		return true, ""
 	})
 	return msg
-}
-
-// subjectCount returns how many messages a stream holds on subjects matching filter.
-func (h *harness) subjectCount(stream, filter string) (int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := h.js.Stream(ctx, stream)
-	if err != nil {
-		return 0, err
-	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, c := range info.State.Subjects {
-		n += int(c)
-	}
-	return n, nil
 }
 
 // requestsDrained reports whether the registry's request consumer has

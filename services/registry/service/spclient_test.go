@@ -1,16 +1,14 @@
 package service_test
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tsmhub/tsmhub/pkg/bustest"
 	"github.com/tsmhub/tsmhub/pkg/contract"
 	"github.com/tsmhub/tsmhub/pkg/topology"
 
@@ -23,8 +21,7 @@ import (
 type spTester struct {
 	h    *harness
 	spID string
-	mu   sync.Mutex
-	got  []spResponse
+	rec  *bustest.Recorder
 }
 
 // spResponse is one response read from TSM_RES.
@@ -32,6 +29,18 @@ type spResponse struct {
 	Subject string
 	Header  nats.Header
 	Body    []byte
+}
+
+func toResponse(m jetstream.Msg) spResponse {
+	return spResponse{Subject: m.Subject(), Header: m.Headers(), Body: m.Data()}
+}
+
+func toResponses(msgs []jetstream.Msg) []spResponse {
+	out := make([]spResponse, len(msgs))
+	for i, m := range msgs {
+		out[i] = toResponse(m)
+	}
+	return out
 }
 
 // result decodes status and error of a response body.
@@ -46,24 +55,7 @@ func (r spResponse) result(t *testing.T) contract.Result {
 
 func newSP(t *testing.T, h *harness, spID string) *spTester {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	cons, err := h.js.OrderedConsumer(ctx, "TSM_RES", jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"tsm.sp." + spID + ".res.>"}, DeliverPolicy: jetstream.DeliverAllPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &spTester{h: h, spID: spID}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		s.mu.Lock()
-		s.got = append(s.got, spResponse{Subject: m.Subject(), Header: m.Headers(), Body: m.Data()})
-		s.mu.Unlock()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cc.Stop)
-	return s
+	return &spTester{h: h, spID: spID, rec: bustest.Record(t, h.js, "TSM_RES", "tsm.sp."+spID+".res.>")}
 }
 
 // requestMsg builds a well-formed request of op; tests spoil it to taste.
@@ -92,11 +84,7 @@ func (s *spTester) requestMsg(op, ceID string, body any) *nats.Msg {
 // requests on purpose, faster than the requests stream's dedup window.
 func (s *spTester) publish(t *testing.T, m *nats.Msg) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	if _, err := s.h.js.PublishMsg(ctx, m); err != nil {
-		t.Fatalf("publish %s: %v", m.Subject, err)
-	}
+	bustest.PublishMsg(t, s.h.js, m)
 }
 
 // send publishes a well-formed request.
@@ -117,19 +105,7 @@ func (s *spTester) await(t *testing.T, ceID string, n int) []spResponse {
 // awaitMatching waits until n responses satisfy match.
 func (s *spTester) awaitMatching(t *testing.T, what string, n int, match func(spResponse) bool) []spResponse {
 	t.Helper()
-	var out []spResponse
-	eventually(t, what, func() (bool, string) {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		out = out[:0]
-		for _, r := range s.got {
-			if match(r) {
-				out = append(out, r)
-			}
-		}
-		return len(out) >= n, fmt.Sprintf("%d of %d (%d responses in all)", len(out), n, len(s.got))
-	})
-	return out
+	return toResponses(s.rec.Wait(t, waitTimeout, what, n, func(m jetstream.Msg) bool { return match(toResponse(m)) }))
 }
 
 // call sends a well-formed request and returns its one response.
@@ -140,11 +116,7 @@ func (s *spTester) call(t *testing.T, op, ceID string, body any) spResponse {
 }
 
 // all returns every response received so far.
-func (s *spTester) all() []spResponse {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]spResponse(nil), s.got...)
-}
+func (s *spTester) all() []spResponse { return toResponses(s.rec.Messages()) }
 
 // rawRequest builds a raw request message for a subject, well-formed but for
 // what the subject itself gets wrong.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tsmhub/tsmhub/pkg/bustest"
 	"github.com/tsmhub/tsmhub/pkg/contract"
 	"github.com/tsmhub/tsmhub/pkg/events"
 	"github.com/tsmhub/tsmhub/pkg/topology"
@@ -225,17 +226,15 @@ func TestMalformedRequestsAreAnswered(t *testing.T) {
 	sp.send(t, "send-script", "m-10", map[string]any{"conversationId": "c-1", "commands": []string{"00A4040000"}})
 	// A subject nobody can be answered on is dead-lettered with the reason.
 	bad := rawRequest("tsm.sp.BANK_A.req.get-se-id", `{"msi":"491701111111"}`)
-	if _, err := h.js.PublishMsg(context.Background(), bad); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "registry consumer drained", h.requestsDrained)
+	bustest.PublishMsg(t, h.js, bad)
+	bustest.EventuallyReport(t, waitTimeout, "registry consumer drained", h.requestsDrained)
 	for _, r := range sp.all() {
 		if strings.HasSuffix(r.Subject, ".send-script") {
 			t.Fatalf("the registry answered send-script: %s", r.Body)
 		}
 	}
 	var dlq *jetstream.RawStreamMsg
-	eventually(t, "dead letter of the bad subject", func() (bool, string) {
+	bustest.EventuallyReport(t, waitTimeout, "dead letter of the bad subject", func() (bool, string) {
 		s, err := h.js.Stream(context.Background(), "TSM_DLQ")
 		if err != nil {
 			return false, err.Error()
@@ -263,7 +262,7 @@ func TestBeginConversationOverBus(t *testing.T) {
 
 	sp.send(t, "begin-conversation", "b-1", begin(strings.ToLower(seA), "+491701111111"))
 	var msg *jetstream.RawStreamMsg
-	eventually(t, "ConversationBegin on TSM_STEPS", func() (bool, string) {
+	bustest.EventuallyReport(t, waitTimeout, "ConversationBegin on TSM_STEPS", func() (bool, string) {
 		s, err := h.js.Stream(context.Background(), "TSM_STEPS")
 		if err != nil {
 			return false, err.Error()
@@ -314,14 +313,14 @@ func TestBeginConversationOverBus(t *testing.T) {
 		t.Fatalf("re-sent refusal %s differs from %s", rs[1].Body, rs[0].Body)
 	}
 
-	eventually(t, "registry consumer drained", h.requestsDrained)
-	eventually(t, "ConversationBegin of the MDN SE", func() (bool, string) {
-		n, err := h.subjectCount("TSM_STEPS", topology.ConversationBegin(seB))
-		return err == nil && n == 1, fmt.Sprint(n, err)
+	bustest.EventuallyReport(t, waitTimeout, "registry consumer drained", h.requestsDrained)
+	bustest.EventuallyReport(t, waitTimeout, "ConversationBegin of the MDN SE", func() (bool, string) {
+		n := bustest.CountMessages(t, h.js, "TSM_STEPS", topology.ConversationBegin(seB))
+		return n == 1, fmt.Sprint(n)
 	})
 	for subject, want := range map[string]int{topology.ConversationBegin(seA): 1, "tsm.conv.>": 2} {
-		if n, err := h.subjectCount("TSM_STEPS", subject); err != nil || n != want {
-			t.Errorf("%s: %d messages (%v), want exactly %d", subject, n, err, want)
+		if n := bustest.CountMessages(t, h.js, "TSM_STEPS", subject); n != want {
+			t.Errorf("%s: %d messages, want exactly %d", subject, n, want)
 		}
 	}
 	for _, r := range sp.all() {
