@@ -10,18 +10,16 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tsmhub/tsmhub/pkg/bus"
+	"github.com/tsmhub/tsmhub/pkg/bustest"
 	"github.com/tsmhub/tsmhub/pkg/contract"
 	"github.com/tsmhub/tsmhub/pkg/events"
-	"github.com/tsmhub/tsmhub/pkg/natsembed"
 	"github.com/tsmhub/tsmhub/pkg/servicekit"
 	"github.com/tsmhub/tsmhub/pkg/topology"
 
@@ -37,22 +35,18 @@ const waitLimit = 15 * time.Second // generous: tests must pass on a loaded 2-co
 
 type harness struct {
 	t        *testing.T
-	natsDir  string
 	dataDir  string
 	cfg      service.Config
-	ns       *server.Server
-	nc       *nats.Conn
+	srv      *bustest.Server
 	js       jetstream.JetStream
+	svc      *bustest.Service
 	httpAddr string
-	cancel   context.CancelFunc
-	done     chan error
 	schemas  *bus.Schemas
 
-	mu       sync.Mutex
-	received []received
-	resCons  jetstream.ConsumeContext
-	steps    []received
-	stepCons jetstream.ConsumeContext
+	// res follows TSM_RES (what SPs receive), steps the script requests on
+	// TSM_STEPS, both from the start of the streams.
+	res   *bustest.Recorder
+	steps *bustest.Recorder
 }
 
 type received struct {
@@ -63,10 +57,14 @@ type received struct {
 
 func (r received) header(name string) string { return r.Header.Get(name) }
 
+func toReceived(m jetstream.Msg) received {
+	return received{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}
+}
+
 // newHarness starts NATS and the service; cfg tweaks the service config.
 func newHarness(t *testing.T, tweak func(*service.Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, natsDir: t.TempDir(), dataDir: t.TempDir()}
+	h := &harness{t: t, dataDir: t.TempDir()}
 	schemas, err := bus.LoadSchemas()
 	if err != nil {
 		t.Fatal(err)
@@ -78,44 +76,10 @@ func newHarness(t *testing.T, tweak func(*service.Config)) *harness {
 	if tweak != nil {
 		tweak(&h.cfg)
 	}
-	h.startNATS()
+	h.srv = bustest.StartJetStream(t)
+	h.js = h.srv.JS
 	h.startService()
-	t.Cleanup(func() {
-		h.stopService()
-		h.stopNATS()
-	})
 	return h
-}
-
-func (h *harness) startNATS() {
-	h.t.Helper()
-	ns, err := natsembed.Start(natsembed.Config{Port: -1, StoreDir: h.natsDir})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.ns = ns
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.nc = nc
-	h.js, err = jetstream.New(nc)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-}
-
-func (h *harness) stopNATS() {
-	h.stopReaders()
-	if h.nc != nil {
-		h.nc.Close()
-		h.nc = nil
-	}
-	if h.ns != nil {
-		h.ns.Shutdown()
-		h.ns.WaitForShutdown()
-		h.ns = nil
-	}
 }
 
 func testLogger() *slog.Logger {
@@ -128,109 +92,42 @@ func testLogger() *slog.Logger {
 func (h *harness) startService() {
 	h.t.Helper()
 	cfg := h.cfg
-	bound := make(chan string, 1)
-	cfg.Kit = servicekit.Config{Name: service.Name, NATSURL: h.ns.ClientURL(), DataDir: h.dataDir,
-		HTTPAddr: "127.0.0.1:0", Workers: 4, Log: testLogger(), HTTPBound: bound}
-	ctx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
-	h.done = make(chan error, 1)
-	go func() { h.done <- service.Run(ctx, cfg) }()
-	select {
-	case addr := <-bound:
-		h.httpAddr = addr
-	case err := <-h.done:
-		h.t.Fatalf("service did not start: %v", err)
-	case <-time.After(waitLimit):
-		h.t.Fatal("service did not bind its HTTP address in time")
-	}
-	h.startReaders()
-}
-
-func (h *harness) stopService() {
-	if h.cancel == nil {
-		return
-	}
-	h.cancel()
-	h.cancel = nil
-	select {
-	case err := <-h.done:
-		if err != nil {
-			h.t.Errorf("service stopped with %v", err)
-		}
-	case <-time.After(waitLimit):
-		h.t.Error("service did not stop in time")
-	}
+	cfg.Kit = servicekit.Config{Name: service.Name, NATSURL: h.srv.URL(), DataDir: h.dataDir,
+		HTTPAddr: "127.0.0.1:0", Workers: 4, Log: testLogger()}
+	h.svc = bustest.StartService(h.t, func(ctx context.Context, bound chan<- string) error {
+		cfg.Kit.HTTPBound = bound
+		return service.Run(ctx, cfg)
+	})
+	h.httpAddr = h.svc.Addr
+	h.res = bustest.Record(h.t, h.js, topology.StreamResponses.Name, "tsm.sp.>")
+	h.steps = bustest.Record(h.t, h.js, topology.StreamSteps.Name, topology.ScriptRequested("*"))
 }
 
 // restart stops the service and the NATS server and starts both again on the
 // same data directory and JetStream store.
 func (h *harness) restart() {
 	h.t.Helper()
-	h.stopService()
-	h.stopNATS()
-	h.startNATS()
+	h.svc.Stop(h.t)
+	h.res.Stop()
+	h.steps.Stop()
+	h.srv.Restart(h.t)
+	h.js = h.srv.JS
 	h.startService()
 }
 
-// startReaders follows TSM_RES (what SPs receive) and the script requests on
-// TSM_STEPS from the start of the streams.
-func (h *harness) startReaders() {
-	h.t.Helper()
-	h.mu.Lock()
-	h.received, h.steps = nil, nil
-	h.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	follow := func(stream, filter string, into *[]received) jetstream.ConsumeContext {
-		cons, err := h.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		cc, err := cons.Consume(func(m jetstream.Msg) {
-			h.mu.Lock()
-			*into = append(*into, received{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
-			h.mu.Unlock()
-		})
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		return cc
-	}
-	h.resCons = follow(topology.StreamResponses.Name, "tsm.sp.>", &h.received)
-	h.stepCons = follow(topology.StreamSteps.Name, topology.ScriptRequested("*"), &h.steps)
-}
-
-func (h *harness) stopReaders() {
-	if h.resCons != nil {
-		h.resCons.Stop()
-		h.resCons = nil
-	}
-	if h.stepCons != nil {
-		h.stepCons.Stop()
-		h.stepCons = nil
-	}
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
+// responseTo keeps the responses correlated with an SP request.
+func responseTo(sp, requestID string) func(jetstream.Msg) bool {
+	return func(m jetstream.Msg) bool {
+		return strings.HasPrefix(m.Subject(), "tsm.sp."+sp+".res.") && m.Headers().Get("ce-correlationid") == requestID
 	}
 }
 
 // responsesTo returns the responses correlated with an SP request, in order.
 func (h *harness) responsesTo(sp, requestID string) []received {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	var out []received
-	for _, r := range h.received {
-		if strings.HasPrefix(r.Subject, "tsm.sp."+sp+".res.") && r.header("ce-correlationid") == requestID {
-			out = append(out, r)
+	for _, m := range h.res.Messages() {
+		if responseTo(sp, requestID)(m) {
+			out = append(out, toReceived(m))
 		}
 	}
 	return out
@@ -239,12 +136,8 @@ func (h *harness) responsesTo(sp, requestID string) []received {
 // response waits for the n-th (1-based) response to an SP request.
 func (h *harness) responseN(sp, requestID string, n int) received {
 	h.t.Helper()
-	var got []received
-	eventually(h.t, fmt.Sprintf("response %d to %s/%s", n, sp, requestID), func() bool {
-		got = h.responsesTo(sp, requestID)
-		return len(got) >= n
-	})
-	return got[n-1]
+	got := h.res.Wait(h.t, waitLimit, fmt.Sprintf("response %d to %s/%s", n, sp, requestID), n, responseTo(sp, requestID))
+	return toReceived(got[n-1])
 }
 
 func (h *harness) response(sp, requestID string) received { return h.responseN(sp, requestID, 1) }
@@ -252,68 +145,33 @@ func (h *harness) response(sp, requestID string) received { return h.responseN(s
 // notification waits for a notification of kind to sp.
 func (h *harness) notification(sp, kind string) received {
 	h.t.Helper()
-	var got received
-	eventually(h.t, "notification "+kind+" to "+sp, func() bool {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		for _, r := range h.received {
-			if r.Subject == topology.SPNotification(sp, kind) {
-				got = r
-				return true
-			}
-		}
-		return false
+	got := h.res.Wait(h.t, waitLimit, "notification "+kind+" to "+sp, 1, func(m jetstream.Msg) bool {
+		return m.Subject() == topology.SPNotification(sp, kind)
 	})
-	return got
-}
-
-// scriptRequests returns the ScriptRequested events seen so far.
-func (h *harness) scriptRequests() []received {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]received(nil), h.steps...)
+	return toReceived(got[0])
 }
 
 // scriptRequest waits for the n-th ScriptRequested event.
 func (h *harness) scriptRequest(n int) (received, events.ScriptRequested) {
 	h.t.Helper()
-	var got []received
-	eventually(h.t, fmt.Sprintf("script request %d", n), func() bool {
-		got = h.scriptRequests()
-		return len(got) >= n
-	})
+	got := toReceived(h.steps.Wait(h.t, waitLimit, fmt.Sprintf("script request %d", n), n, nil)[n-1])
 	var s events.ScriptRequested
-	if err := json.Unmarshal(got[n-1].Data, &s); err != nil {
+	if err := json.Unmarshal(got.Data, &s); err != nil {
 		h.t.Fatal(err)
 	}
-	return got[n-1], s
+	return got, s
 }
 
 // scriptRequestsStored counts the ScriptRequested messages the stream holds
 // for an SE: the stream's own count, independent of the test's reader.
 func (h *harness) scriptRequestsStored(seID string) uint64 {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	st, err := h.js.Stream(ctx, topology.StreamSteps.Name)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	subj := topology.ScriptRequested(seID)
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return info.State.Subjects[subj]
+	return uint64(bustest.CountMessages(h.t, h.js, topology.StreamSteps.Name, topology.ScriptRequested(seID)))
 }
 
 func (h *harness) publish(m *nats.Msg) {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	if _, err := h.js.PublishMsg(ctx, m); err != nil {
-		h.t.Fatalf("publish %s: %v", m.Subject, err)
-	}
+	bustest.PublishMsg(h.t, h.js, m)
 }
 
 // request publishes an SP request as an SP TSM would.
@@ -324,15 +182,8 @@ func (h *harness) request(sp, op, requestID string, body any) {
 
 func (h *harness) requestMsg(sp, op, requestID string, body any) *nats.Msg {
 	h.t.Helper()
-	ev, err := bus.NewEvent(requestID, topology.SPSourcePrefix+sp, "tsm."+op+topology.RequestTypeSuffix, "", body)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	m, err := bus.Encode(topology.SPRequest(sp, op), ev)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return m
+	return bustest.Encode(h.t, topology.SPRequest(sp, op), bustest.Event{ID: requestID, Source: topology.SPSourcePrefix + sp,
+		Type: "tsm." + op + topology.RequestTypeSuffix, Data: body})
 }
 
 // resend re-sends a request with the same ce-id. The Nats-Msg-Id header is
@@ -375,16 +226,7 @@ func (h *harness) publishStep(subject, typ, source, ceSubject, correlation strin
 	if err := h.schemas.Validate(typ, mustJSON(h.t, data)); err != nil {
 		h.t.Fatalf("test event %s does not match its schema: %v", typ, err)
 	}
-	ev, err := bus.NewEvent(bus.NewID(), source, typ, ceSubject, data)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	ev.SetExtension(bus.ExtCorrelationID, correlation)
-	m, err := bus.Encode(subject, ev)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.publish(m)
+	bustest.Publish(h.t, h.js, subject, bustest.Event{Source: source, Type: typ, Subject: ceSubject, Correlation: correlation, Data: data})
 }
 
 // complete publishes the script router's ScriptCompleted for a script.

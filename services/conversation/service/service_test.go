@@ -2,15 +2,14 @@ package service_test
 
 import (
 	"bytes"
-	"context"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tsmhub/tsmhub/pkg/bustest"
 	"github.com/tsmhub/tsmhub/pkg/contract"
 	"github.com/tsmhub/tsmhub/pkg/topology"
 
@@ -97,7 +96,7 @@ func TestWaitingBeginOpensWhenTheSEIsFreed(t *testing.T) {
 	first := h.beginOK("bank-a", "b1")
 	h.begin("bank-b", "w1", se1, mnoHTTPS, time.Now().Add(time.Minute))
 	var view conversationView
-	eventually(t, "the begin to wait for the SE", func() bool {
+	bustest.Eventually(t, waitLimit, "the begin to wait for the SE", func() bool {
 		h.get("/v1/ses/"+se1+"/conversation", &view)
 		return view.WaitingBegins == 1
 	})
@@ -294,7 +293,7 @@ func TestRestartMidConversation(t *testing.T) {
 	_, script := h.scriptRequest(1)
 	h.begin("bank-b", "w1", se1, mnoHTTPS, time.Now().Add(time.Minute))
 	var view conversationView
-	eventually(t, "the begin to wait", func() bool {
+	bustest.Eventually(t, waitLimit, "the begin to wait", func() bool {
 		h.get("/v1/ses/"+se1+"/conversation", &view)
 		return view.WaitingBegins == 1
 	})
@@ -373,17 +372,8 @@ func TestUnreadableBeginIsDeadLettered(t *testing.T) {
 	m.Data = []byte(`{"request": 42`)
 	h.publish(m)
 
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	cons, err := h.js.OrderedConsumer(ctx, topology.StreamDeadLetters.Name, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{topology.DeadLetter("conversation", topology.ConversationBegins.Name)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dl, err := cons.Next(jetstream.FetchMaxWait(waitLimit))
-	if err != nil {
-		t.Fatalf("no dead letter: %v", err)
-	}
+	dl := bustest.NextMessage(t, h.js, topology.StreamDeadLetters.Name,
+		topology.DeadLetter("conversation", topology.ConversationBegins.Name), waitLimit)
 	if dl.Headers().Get("ce-id") != "garbage-1" || dl.Headers().Get("Tsm-Dlq-Reason") == "" {
 		t.Fatalf("dead letter headers %v", dl.Headers())
 	}
