@@ -214,6 +214,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if !domain.ValidAESKeyLength(len(cfg.IssuerMasterKey)) {
 		return fmt.Errorf("issuer master key must be an AES-128/192/256 key")
 	}
+	if cfg.EnrolmentGrace <= 0 {
+		cfg.EnrolmentGrace = app.DefaultEnrolmentGrace
+	}
+	if cfg.CacheCards <= 0 {
+		cfg.CacheCards = 1024
+	}
 	cfg.VPCDSE = strings.ToUpper(cfg.VPCDSE)
 	if err := cfg.checkVPCD(); err != nil {
 		return err

@@ -153,9 +153,9 @@ func (c *Client) Run(ctx context.Context) error {
 	// Repeated failures are logged once until the situation changes, so a
 	// machine without pcscd does not fill the log.
 	lastProblem := ""
-	problem := func(kind string, args ...any) {
+	problem := func(level slog.Level, kind string, args ...any) {
 		if kind != lastProblem {
-			log.Warn(kind, args...)
+			log.Log(ctx, level, kind, args...)
 			lastProblem = kind
 		}
 	}
@@ -163,13 +163,13 @@ func (c *Client) Run(ctx context.Context) error {
 		has, err := c.cards.HasCard(ctx, c.cfg.SEID)
 		switch {
 		case err != nil:
-			problem("vpcd: cannot read the card; retrying", "error", err)
+			problem(slog.LevelError, "vpcd: cannot read the card; retrying", "error", err)
 			if !wait() {
 				return nil
 			}
 			continue
 		case !has:
-			problem("vpcd: the SE has no card yet (enrol it at the registry); waiting for it")
+			problem(slog.LevelInfo, "vpcd: the SE has no card yet (enrol it at the registry); waiting for it")
 			if !wait() {
 				return nil
 			}
@@ -180,7 +180,7 @@ func (c *Client) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			problem("vpcd: not reachable (is pcscd with vsmartcard-vpcd running?); retrying", "error", err)
+			problem(slog.LevelWarn, "vpcd: not reachable (is pcscd with vsmartcard-vpcd running?); retrying", "error", err)
 			if !wait() {
 				return nil
 			}
