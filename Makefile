@@ -73,3 +73,9 @@ tools: $(BIN)/nats
 $(BIN)/nats:
 	@mkdir -p $(BIN)
 	GOBIN=$(abspath $(BIN)) $(GO) install github.com/nats-io/natscli/nats@$(NATSCLI_VERSION)
+
+## pcsc-test: the se-simulator's demo card through pcscd + vsmartcard vpcd: opensc-tool SELECT and a
+## pyscard SCP03 session with secured GET STATUS (root; installs the Debian packages if missing)
+.PHONY: pcsc-test
+pcsc-test:
+	GO=$(GO) test/pcsc/run.sh
