@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tsmhub/tsmhub/pkg/bus"
+	"github.com/tsmhub/tsmhub/pkg/bustest"
 	"github.com/tsmhub/tsmhub/pkg/contract"
 	"github.com/tsmhub/tsmhub/pkg/events"
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
@@ -136,9 +137,8 @@ func (f *fakeTSM) handle(m jetstream.Msg) {
 	default:
 		body = contract.FailureBody{Result: contract.Failure(contract.Errorf(contract.CodeInvalidArgument, "unexpected %s", op))}
 	}
-	resp, _ := bus.NewEvent(bus.NewID(), topology.CentralSource, "tsm."+op+topology.ResponseTypeSuffix, "conv-1", body)
-	resp.SetExtension(bus.ExtCorrelationID, ev.ID())
-	out, err := bus.Encode(topology.SPResponse(spID, op), resp)
+	out, err := bustest.Event{Source: topology.CentralSource, Type: "tsm." + op + topology.ResponseTypeSuffix, Subject: "conv-1",
+		Correlation: ev.ID(), Data: body}.Msg(topology.SPResponse(spID, op))
 	if err != nil {
 		f.t.Error(err)
 		return

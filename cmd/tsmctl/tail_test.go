@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,9 +12,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tsmhub/tsmhub/pkg/bus"
+	"github.com/tsmhub/tsmhub/pkg/bustest"
 	"github.com/tsmhub/tsmhub/pkg/contract"
 	"github.com/tsmhub/tsmhub/pkg/events"
-	"github.com/tsmhub/tsmhub/pkg/natsembed"
 	"github.com/tsmhub/tsmhub/pkg/topology"
 )
 
@@ -30,17 +29,7 @@ var msgTime = time.Date(2025, 11, 25, 10, 0, 0, 0, time.UTC)
 // encode returns the headers and body of an event as they sit in a stream.
 func encode(t *testing.T, subject, id, source, typ, ceSubject, corr string, data any) (nats.Header, []byte) {
 	t.Helper()
-	ev, err := bus.NewEvent(id, source, typ, ceSubject, data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if corr != "" {
-		ev.SetExtension(bus.ExtCorrelationID, corr)
-	}
-	m, err := bus.Encode(subject, ev)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := bustest.Encode(t, subject, bustest.Event{ID: id, Source: source, Type: typ, Subject: ceSubject, Correlation: corr, Data: data})
 	return m.Header, m.Data
 }
 
@@ -202,69 +191,17 @@ func TestSubjectPatterns(t *testing.T) {
 	}
 }
 
-// syncBuffer is a goroutine-safe output for tail.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
+// startBus runs an embedded JetStream server with the streams.
 func startBus(t *testing.T) (string, jetstream.JetStream) {
 	t.Helper()
-	ns, err := natsembed.Start(natsembed.Config{Port: -1, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := bus.EnsureStreams(ctx, js, 1); err != nil {
-		t.Fatal(err)
-	}
-	return ns.ClientURL(), js
+	srv := bustest.StartJetStream(t)
+	return srv.URL(), srv.JS
 }
 
+// publish stores an encoded event.
 func publish(t *testing.T, js jetstream.JetStream, subject string, h nats.Header, body []byte) {
 	t.Helper()
-	m := nats.NewMsg(subject)
-	m.Header, m.Data = h, body
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := js.PublishMsg(ctx, m); err != nil {
-		t.Fatal(err)
-	}
+	bustest.PublishMsg(t, js, &nats.Msg{Subject: subject, Header: h, Data: body})
 }
 
 // tail against a real server: stored events of several streams are shown
@@ -300,11 +237,11 @@ func TestTailCommand(t *testing.T) {
 	publish(t, js, subj, h, b)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &syncBuffer{}
-	errOut := &syncBuffer{}
+	out := &bustest.Buffer{}
+	errOut := &bustest.Buffer{}
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"--nats", url, "tail", "--se", seA, "--since", "1h"}, out, errOut) }()
-	waitFor(t, "stored events", func() bool { return strings.Contains(out.String(), "id=script-a") })
+	bustest.Eventually(t, 30*time.Second, "stored events", func() bool { return strings.Contains(out.String(), "id=script-a") })
 	// Stored events of all streams come in time order.
 	var order []string
 	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
@@ -317,12 +254,12 @@ func TestTailCommand(t *testing.T) {
 	h, b = encode(t, subj, "res-a", topology.CentralSource, "tsm.get-se-data.response", seA, "req-a",
 		contract.GetSEDataResponse{Result: contract.Success(), SEID: seA})
 	publish(t, js, subj, h, b)
-	waitFor(t, "a new event", func() bool { return strings.Contains(out.String(), "id=res-a") })
+	bustest.Eventually(t, 30*time.Second, "a new event", func() bool { return strings.Contains(out.String(), "id=res-a") })
 	subj = topology.SPRequest("bank-a", topology.OpEndConversation)
 	h, b = encode(t, subj, "end-a", topology.SPSourcePrefix+"bank-a", "tsm.end-conversation.request", "", "",
 		contract.EndConversationRequest{ConversationID: "conv-a", Outcome: "success"})
 	publish(t, js, subj, h, b)
-	waitFor(t, "a new event of the conversation", func() bool { return strings.Contains(out.String(), "id=end-a") })
+	bustest.Eventually(t, 30*time.Second, "a new event of the conversation", func() bool { return strings.Contains(out.String(), "id=end-a") })
 	cancel()
 	select {
 	case code := <-done:
