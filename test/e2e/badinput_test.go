@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/tsmhub/tsmhub/pkg/bustest"
 	"github.com/tsmhub/tsmhub/pkg/contract"
 	"github.com/tsmhub/tsmhub/pkg/devstack"
 	"github.com/tsmhub/tsmhub/pkg/spclient"
@@ -145,17 +146,8 @@ func TestBadInput(t *testing.T) {
 		// An SP id that is not valid: nobody can be answered.
 		m := nats.NewMsg("tsm.sp.NOT_VALID.req.get-se-id")
 		m.Data = []byte("garbage")
-		if _, err := e.js.PublishMsg(ctxT(t), m); err != nil {
-			t.Fatal(err)
-		}
-		cons, err := e.js.OrderedConsumer(ctxT(t), "TSM_DLQ", jsOrderedAll())
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg, err := cons.Next(jsWait(30 * time.Second))
-		if err != nil {
-			t.Fatalf("no dead letter: %v", err)
-		}
+		bustest.PublishMsg(t, e.js, m)
+		msg := bustest.NextMessage(t, e.js, "TSM_DLQ", "", 30*time.Second)
 		if msg.Headers().Get("Tsm-Dlq-Reason") == "" || msg.Headers().Get("Tsm-Dlq-Subject") != "tsm.sp.NOT_VALID.req.get-se-id" {
 			t.Fatalf("dead letter headers: %v", msg.Headers())
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tsmhub/tsmhub/pkg/bustest"
 	"github.com/tsmhub/tsmhub/pkg/devstack"
 	"github.com/tsmhub/tsmhub/pkg/spclient"
 )
@@ -65,30 +66,13 @@ type env struct {
 	js    jetstream.JetStream
 	mu    sync.Mutex
 	sps   map[string]*spclient.Client
-	logs  *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	logs  *bustest.Buffer
 }
 
 // startEnv starts a full stack with the demo data set.
 func startEnv(t *testing.T) *env {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &bustest.Buffer{}
 	var out io.Writer = logs
 	if os.Getenv("TSMHUB_E2E_LOGS") != "" {
 		out = io.MultiWriter(logs, os.Stderr)
@@ -200,7 +184,7 @@ func (e *env) httpJSON(method, service, path string, body, out any) int {
 // waitCard waits until the se-simulator manufactured the SE's card.
 func (e *env) waitCard(seID string) {
 	e.t.Helper()
-	eventually(e.t, 30*time.Second, "card "+seID+" manufactured", func() bool {
+	bustest.Eventually(e.t, 30*time.Second, "card "+seID+" manufactured", func() bool {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+e.stack.HTTPAddr("sesimulator")+"/v1/cards/"+seID+"/counters", nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -242,37 +226,11 @@ func (e *env) killAndRestart(name string) {
 // responsesFor counts the responses in TSM_RES correlated with each request id.
 func (e *env) responsesFor(spID string) map[string]int {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cons, err := e.js.OrderedConsumer(ctx, "TSM_RES", jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"tsm.sp." + spID + ".res.>"}})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		e.t.Fatal(err)
-	}
 	counts := map[string]int{}
-	for n := info.NumPending; n > 0; n-- {
-		m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
-		if err != nil {
-			e.t.Fatal(err)
-		}
+	for _, m := range bustest.Collect(e.t, e.js, "TSM_RES", "tsm.sp."+spID+".res.>") {
 		counts[m.Headers().Get("ce-correlationid")]++
 	}
 	return counts
-}
-
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func mustHex(t *testing.T, s string) []byte {
