@@ -21,6 +21,9 @@ type Event struct {
 	Subject     string // ce-subject; empty: none
 	Correlation string // the correlation id extension; empty: none
 	Data        any
+	// MsgID overrides Nats-Msg-Id (the ce-id), for a re-publish that the
+	// stream's duplicate window must not absorb.
+	MsgID string
 }
 
 // Msg encodes the event for a NATS subject as bus.Encode does (binary mode,
@@ -41,7 +44,11 @@ func (e Event) Msg(subject string) (*nats.Msg, error) {
 	if e.Correlation != "" {
 		ev.SetExtension(bus.ExtCorrelationID, e.Correlation)
 	}
-	return bus.Encode(subject, ev)
+	m, err := bus.Encode(subject, ev)
+	if err == nil && e.MsgID != "" {
+		m.Header.Set(bus.HeaderMsgID, e.MsgID)
+	}
+	return m, err
 }
 
 // Encode is Msg that fails the test on an error.

@@ -3,6 +3,9 @@ package bustest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -55,6 +58,27 @@ func (s *Service) Stop(t testing.TB) {
 			t.Errorf("service did not stop within %s", Timeout)
 		}
 	})
+}
+
+// GetJSON fetches path from the service's HTTP server, decodes a non-empty
+// body into v (unless v is nil) and returns the status code.
+func (s *Service) GetJSON(t testing.TB, path string, v any) int {
+	t.Helper()
+	resp, err := http.Get("http://" + s.Addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v != nil && len(bytes.TrimSpace(body)) > 0 {
+		if err := json.Unmarshal(body, v); err != nil {
+			t.Fatalf("GET %s: %v in %s", path, err, body)
+		}
+	}
+	return resp.StatusCode
 }
 
 // Buffer is a bytes.Buffer that is safe for concurrent use: the log or output
