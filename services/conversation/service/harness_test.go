@@ -3,11 +3,9 @@ package service_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -34,14 +32,13 @@ import (
 const waitLimit = 15 * time.Second // generous: tests must pass on a loaded 2-core machine
 
 type harness struct {
-	t        *testing.T
-	dataDir  string
-	cfg      service.Config
-	srv      *bustest.Server
-	js       jetstream.JetStream
-	svc      *bustest.Service
-	httpAddr string
-	schemas  *bus.Schemas
+	t       *testing.T
+	dataDir string
+	cfg     service.Config
+	srv     *bustest.Server
+	js      jetstream.JetStream
+	svc     *bustest.Service
+	schemas *bus.Schemas
 
 	// res follows TSM_RES (what SPs receive), steps the script requests on
 	// TSM_STEPS, both from the start of the streams.
@@ -98,7 +95,6 @@ func (h *harness) startService() {
 		cfg.Kit.HTTPBound = bound
 		return service.Run(ctx, cfg)
 	})
-	h.httpAddr = h.svc.Addr
 	h.res = bustest.Record(h.t, h.js, topology.StreamResponses.Name, "tsm.sp.>")
 	h.steps = bustest.Record(h.t, h.js, topology.StreamSteps.Name, topology.ScriptRequested("*"))
 }
@@ -295,17 +291,7 @@ func (h *harness) endOK(sp, requestID, conversationID string) {
 // get fetches an HTTP resource; it returns the status and decodes JSON into v.
 func (h *harness) get(path string, v any) int {
 	h.t.Helper()
-	resp, err := http.Get("http://" + h.httpAddr + path)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if v != nil {
-		if err := json.NewDecoder(resp.Body).Decode(v); err != nil && !errors.Is(err, io.EOF) {
-			h.t.Fatal(err)
-		}
-	}
-	return resp.StatusCode
+	return h.svc.GetJSON(h.t, path, v)
 }
 
 // conversationView is what GET /v1/conversations/{id} returns.

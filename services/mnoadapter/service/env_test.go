@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -25,11 +24,11 @@ const deadline = 30 * time.Second
 // env is one embedded NATS server, one MNO adapter (for mno-a) and recorders
 // of every message on the subjects the tests watch.
 type env struct {
-	t        *testing.T
-	js       jetstream.JetStream
-	httpAddr string
-	steps    *bustest.Recorder
-	dlq      *bustest.Recorder
+	t     *testing.T
+	js    jetstream.JetStream
+	svc   *bustest.Service
+	steps *bustest.Recorder
+	dlq   *bustest.Recorder
 	// schemas checks every recorded step against its published schema;
 	// checked counts the steps already checked.
 	schemas *bus.Schemas
@@ -57,10 +56,10 @@ func newEnv(t *testing.T, mutate func(*service.Config)) *env {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	e.httpAddr = bustest.StartService(t, func(ctx context.Context, bound chan<- string) error {
+	e.svc = bustest.StartService(t, func(ctx context.Context, bound chan<- string) error {
 		cfg.Kit.HTTPBound = bound
 		return service.Run(ctx, cfg)
-	}).Addr
+	})
 	return e
 }
 
@@ -69,11 +68,7 @@ func newEnv(t *testing.T, mutate func(*service.Config)) *env {
 // stream's duplicate window) when not empty.
 func (e *env) publish(subject, ceType, id, msgID string, data any) {
 	e.t.Helper()
-	m := bustest.Encode(e.t, subject, bustest.Event{ID: id, Type: ceType, Correlation: "corr-" + id, Data: data})
-	if msgID != "" {
-		m.Header.Set(bus.HeaderMsgID, msgID)
-	}
-	bustest.PublishMsg(e.t, e.js, m)
+	bustest.Publish(e.t, e.js, subject, bustest.Event{ID: id, Type: ceType, Correlation: "corr-" + id, Data: data, MsgID: msgID})
 }
 
 // recorder returns the recorder of subject: dead letters are on TSM_DLQ.
@@ -138,19 +133,5 @@ func forScript(scriptID string) func(jetstream.Msg) bool {
 // getJSON fetches path from the service's HTTP API.
 func (e *env) getJSON(path string, v any) int {
 	e.t.Helper()
-	resp, err := http.Get("http://" + e.httpAddr + path)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if v != nil {
-		if err := json.Unmarshal(body, v); err != nil {
-			e.t.Fatalf("GET %s: %v in %s", path, err, body)
-		}
-	}
-	return resp.StatusCode
+	return e.svc.GetJSON(e.t, path, v)
 }

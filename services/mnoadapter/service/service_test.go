@@ -54,7 +54,7 @@ func decodeExecuted(t *testing.T, m jetstream.Msg) events.SEExecuted {
 
 func (e *env) getText(path string) string {
 	e.t.Helper()
-	resp, err := http.Get("http://" + e.httpAddr + path)
+	resp, err := http.Get("http://" + e.svc.Addr + path)
 	if err != nil {
 		e.t.Fatal(err)
 	}
