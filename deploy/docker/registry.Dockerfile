@@ -1,0 +1,18 @@
+# tsmhub registry: MNOs, SPs, catalog and SEs; admin API and SP look-ups
+# Built by `make images` from the static binary in bin/images/registry (the build
+# context); nothing is pulled: the image starts FROM scratch. The health probe
+# is deploy/healthcheck: it GETs /readyz on the port of HTTP_ADDR.
+FROM scratch
+# The probe first: the same file in every image, so the layer is shared.
+COPY healthcheck /bin/healthcheck
+# /data belongs to the service user; a named volume mounted there takes over
+# that ownership when it is created.
+COPY --chown=10001:10001 data/ /data/
+COPY registry /bin/registry
+ENV DATA_DIR=/data HTTP_ADDR=:8080
+EXPOSE 8080
+VOLUME ["/data"]
+USER 10001:10001
+HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 CMD ["/bin/healthcheck"]
+ENTRYPOINT ["/bin/registry"]
+LABEL org.opencontainers.image.vendor="tsmhub" org.opencontainers.image.title="tsmhub-registry" org.opencontainers.image.description="MNOs, SPs, catalog and SEs; admin API and SP look-ups"
