@@ -5,7 +5,7 @@
 // and the tsmhub streams; StartService runs a service's Run in the background
 // of a test. Publish puts a CloudEvent on a subject; NextMessage, Collect,
 // CountMessages and Record read what the streams hold. Eventually polls a
-// condition up to a deadline.
+// condition up to a deadline; Buffer collects the log of code under test.
 package bustest
 
 import (
