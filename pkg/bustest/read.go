@@ -2,6 +2,7 @@ package bustest
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -127,6 +128,25 @@ func (r *Recorder) Messages() []jetstream.Msg {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]jetstream.Msg(nil), r.msgs...)
+}
+
+// Wait waits up to timeout until at least n of the recorded messages satisfy
+// match (nil: any) and returns those that do, in stream order; what names
+// them in the failure.
+func (r *Recorder) Wait(t testing.TB, timeout time.Duration, what string, n int, match func(jetstream.Msg) bool) []jetstream.Msg {
+	t.Helper()
+	var got []jetstream.Msg
+	EventuallyReport(t, timeout, what, func() (bool, string) {
+		all := r.Messages()
+		got = got[:0]
+		for _, m := range all {
+			if match == nil || match(m) {
+				got = append(got, m)
+			}
+		}
+		return len(got) >= n, fmt.Sprintf("%d of %d (%d messages recorded in all)", len(got), n, len(all))
+	})
+	return got
 }
 
 // Stop ends the recording; the messages stay.
