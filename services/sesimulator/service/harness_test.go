@@ -33,7 +33,7 @@ const deadline = 30 * time.Second
 // harness is an embedded nats-server plus the se-simulator run in-process,
 // both restartable on the same directories.
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	natsDir  string
 	dataDir  string
 	cfg      service.Config
@@ -44,7 +44,7 @@ type harness struct {
 	stop     func()
 }
 
-func newHarness(t *testing.T, configure func(*service.Config)) *harness {
+func newHarness(t testing.TB, configure func(*service.Config)) *harness {
 	t.Helper()
 	h := &harness{t: t, natsDir: t.TempDir(), dataDir: t.TempDir()}
 	h.cfg = service.Config{EnrolmentGrace: 15 * time.Second, CacheCards: 64}
@@ -75,7 +75,7 @@ func (h *harness) startNATS() {
 }
 
 // testLog forwards warnings and errors of the service to the test log.
-type testLog struct{ t *testing.T }
+type testLog struct{ t testing.TB }
 
 func (w testLog) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))

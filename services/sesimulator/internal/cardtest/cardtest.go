@@ -4,6 +4,7 @@
 package cardtest
 
 import (
+	"bytes"
 	"encoding/hex"
 	"strings"
 	"testing"
@@ -101,4 +102,17 @@ func ISDHost(tb testing.TB, seID string) *scp03.Host {
 		tb.Fatal(err)
 	}
 	return h
+}
+
+// StoreDataBlock is STORE DATA block number block of a sequence, to the
+// selected SD: one BER-TLV data object DF2x of 128 bytes (a typical
+// personalization block; 8 tags rotate, so the card's state stays the same
+// size however many blocks it receives). last sets P1 b8.
+func StoreDataBlock(block int, last bool) []byte {
+	p1 := byte(0x10) // BER-TLV
+	if last {
+		p1 |= 0x80
+	}
+	obj := append([]byte{0xDF, byte(0x20 + block%8), 0x81, 0x80}, bytes.Repeat([]byte{byte(block)}, 128)...)
+	return append([]byte{0x80, 0xE2, p1, byte(block), byte(len(obj))}, obj...)
 }
