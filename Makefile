@@ -114,3 +114,11 @@ compose-test:
 .PHONY: pcsc-test
 pcsc-test:
 	GO=$(GO) test/pcsc/run.sh
+
+## sesim-bench: the se-simulator's benchmarks: secured STORE DATA APDUs per second (card, execute use case,
+## reader, over the bus) and a 100,000-card fleet (build, start-up, memory per idle card); SESIM_BENCH_FLEET=n
+.PHONY: sesim-bench
+sesim-bench:
+	cd services/sesimulator && $(GO) test -run '^$$' -bench 'StoreData|ExecuteScript' -benchtime 2s ./app/
+	cd services/sesimulator && $(GO) test -run '^$$' -bench 'StoreDataOverTheBus' -benchtime 300x ./service/
+	cd services/sesimulator && $(GO) test -run '^$$' -bench 'FleetBuild|ServiceStartup|IdleCard' -benchtime 3x -timeout 30m ./service/
