@@ -10,15 +10,21 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// orderedConfig reads a stream from its start, filtered to filters if any.
-func orderedConfig(filters []string) jetstream.OrderedConsumerConfig {
+// ordered makes an ordered consumer that reads stream from its start,
+// filtered to the non-empty filterSubjects if any.
+func ordered(ctx context.Context, t testing.TB, js jetstream.JetStream, stream string, filterSubjects ...string) jetstream.Consumer {
+	t.Helper()
 	var cfg jetstream.OrderedConsumerConfig
-	for _, f := range filters {
+	for _, f := range filterSubjects {
 		if f != "" {
 			cfg.FilterSubjects = append(cfg.FilterSubjects, f)
 		}
 	}
-	return cfg
+	cons, err := js.OrderedConsumer(ctx, stream, cfg)
+	if err != nil {
+		t.Fatalf("consumer on %s: %v", stream, err)
+	}
+	return cons
 }
 
 // NextMessage reads the first message of stream on filterSubject ("" for
@@ -27,11 +33,7 @@ func NextMessage(t testing.TB, js jetstream.JetStream, stream, filterSubject str
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, stream, orderedConfig([]string{filterSubject}))
-	if err != nil {
-		t.Fatalf("consumer on %s: %v", stream, err)
-	}
-	m, err := cons.Next(jetstream.FetchMaxWait(timeout))
+	m, err := ordered(ctx, t, js, stream, filterSubject).Next(jetstream.FetchMaxWait(timeout))
 	if err != nil {
 		t.Fatalf("no message on %s %s within %s: %v", stream, filterSubject, timeout, err)
 	}
@@ -44,10 +46,7 @@ func Collect(t testing.TB, js jetstream.JetStream, stream, filterSubject string)
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, stream, orderedConfig([]string{filterSubject}))
-	if err != nil {
-		t.Fatalf("consumer on %s: %v", stream, err)
-	}
+	cons := ordered(ctx, t, js, stream, filterSubject)
 	info, err := cons.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -106,12 +105,9 @@ func Record(t testing.TB, js jetstream.JetStream, stream string, filterSubjects 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, stream, orderedConfig(filterSubjects))
-	if err != nil {
-		t.Fatalf("consumer on %s: %v", stream, err)
-	}
 	r := &Recorder{}
-	r.cc, err = cons.Consume(func(m jetstream.Msg) {
+	var err error
+	r.cc, err = ordered(ctx, t, js, stream, filterSubjects...).Consume(func(m jetstream.Msg) {
 		r.mu.Lock()
 		r.msgs = append(r.msgs, m)
 		r.mu.Unlock()
