@@ -481,3 +481,63 @@ func TestStoreDeleteWhere(t *testing.T) {
 		t.Error("missing bucket accepted")
 	}
 }
+
+func TestTypedValidatesDecodesAndDeadLetters(t *testing.T) {
+	srv := bustest.StartJetStream(t)
+	schemas, err := bus.LoadSchemas()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type execute struct {
+		SEID     string   `json:"seId"`
+		Commands []string `json:"commands"`
+	}
+	got := make(chan execute, 4)
+	c := testConsumer("typed")
+	runRouter(t, srv.JS, c, bus.Typed(schemas, "tsmhub.se.execute.v1", nil,
+		func(_ context.Context, _ *bus.Delivery, ev execute) error {
+			got <- ev
+			return nil
+		}))
+	good := map[string]any{"request": map[string]string{"spId": "bank1", "requestId": "r1", "op": "send-script"},
+		"conversationId": "cv-1", "scriptId": "sc-1", "seId": "0A01", "mno": "mno-a",
+		"commands": []string{"00A4040000"}, "continueOnError": false}
+	pub := func(id, ceType string, data any) {
+		ev, err := bus.NewEvent(id, "urn:tsm:svc:test", ceType, "0A01", data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := bus.Encode(topology.SEExecute("0A01"), ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bustest.PublishMsg(t, srv.JS, m)
+	}
+	pub("typed-good", "tsmhub.se.execute.v1", good)
+	pub("typed-bad", "tsmhub.se.execute.v1", map[string]any{"seId": 7})
+	pub("typed-wrong", "tsmhub.other.v1", good)
+	select {
+	case e := <-got:
+		if e.SEID != "0A01" || len(e.Commands) != 1 {
+			t.Fatalf("decoded %+v", e)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("valid event not handled")
+	}
+	reasons := map[string]string{}
+	bustest.Eventually(t, 15*time.Second, "two dead letters", func() bool {
+		for _, m := range bustest.Collect(t, srv.JS, topology.StreamDeadLetters.Name, topology.DeadLetter("test", "typed")) {
+			reasons[m.Headers().Get("ce-id")] = m.Headers().Get(bus.HeaderDLQReason)
+		}
+		return len(reasons) == 2
+	})
+	if !strings.Contains(reasons["typed-bad"], "schema") || strings.Contains(reasons["typed-bad"], "7") {
+		t.Fatalf("schema failure reason %q (must name the location, not the value)", reasons["typed-bad"])
+	}
+	if !strings.Contains(reasons["typed-wrong"], "ce-type") {
+		t.Fatalf("wrong type reason %q", reasons["typed-wrong"])
+	}
+	if len(got) != 0 {
+		t.Fatal("an invalid event reached the handler")
+	}
+}
