@@ -122,3 +122,16 @@ sesim-bench:
 	cd services/sesimulator && $(GO) test -run '^$$' -bench 'StoreData|ExecuteScript' -benchtime 2s ./app/
 	cd services/sesimulator && $(GO) test -run '^$$' -bench 'StoreDataOverTheBus' -benchtime 300x ./service/
 	cd services/sesimulator && $(GO) test -run '^$$' -bench 'FleetBuild|ServiceStartup|IdleCard' -benchtime 3x -timeout 30m ./service/
+
+## bench: tsmhub end to end beside raw JetStream on the same server (issue 6): builds the
+## services with a pprof endpoint into bin/bench (bench/cmd/profiled) and runs bench/cmd/tsmbench:
+## durable steps per script, raw publish baseline, concurrency sweep, maximum rate, latency at
+## 25/50/75 %, CPU profiles, registry scale at 10k/100k SEs. A few minutes; loopback only;
+## results in bench/results/<timestamp>.{json,md}. BENCH_FLAGS adds flags, e.g.
+## BENCH_FLAGS='-scale-1m -max-load 1.0' (see BENCHMARKS.md, bin/tsmbench -h).
+BENCH_FLAGS ?=
+bench:
+	@mkdir -p $(BIN)/bench
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/bench/ ./bench/cmd/profiled/...
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/tsmbench ./bench/cmd/tsmbench
+	$(BIN)/tsmbench -bin $(BIN)/bench -out bench/results $(BENCH_FLAGS)

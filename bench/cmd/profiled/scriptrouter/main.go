@@ -1,0 +1,30 @@
+// Command scriptrouter is the scriptrouter service exactly as services/scriptrouter/main.go runs it,
+// plus Go's profiles on PPROF_ADDR (bench/internal/pprofserve). tsmbench runs
+// these builds so that it can take CPU profiles at maximum rate.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/tsmhub/tsmhub/bench/internal/pprofserve"
+	"github.com/tsmhub/tsmhub/services/scriptrouter/service"
+)
+
+func main() {
+	pprofserve.Start("scriptrouter")
+	cfg, err := service.ConfigFromEnv()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "scriptrouter: configuration:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := service.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "scriptrouter:", err)
+		os.Exit(1)
+	}
+}
