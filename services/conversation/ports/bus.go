@@ -43,21 +43,16 @@ func (h *Handlers) Register(r *bus.Router) {
 // cannot be read is a permanent error: the message is dead-lettered with the
 // reason, never retried and never dropped.
 func (h *Handlers) decodeInternal(d *bus.Delivery, want string, v any) error {
-	if d.DecodeErr != nil {
-		return bus.Permanent(fmt.Errorf("not a valid CloudEvent: %w", d.DecodeErr))
+	var raw json.RawMessage
+	if err := d.DecodeAs(want, &raw); err != nil {
+		return bus.Permanent(err)
 	}
-	if err := d.Event.Validate(); err != nil {
-		return bus.Permanent(fmt.Errorf("invalid CloudEvent attributes: %w", err))
+	// Schema failures name JSON locations only: the reason travels in a
+	// dead-letter header and must not carry data values.
+	if err := h.Schemas.CheckEvent(d.Event, h.Log); err != nil {
+		return bus.Permanent(err)
 	}
-	if d.Event.Type() != want {
-		return bus.Permanent(fmt.Errorf("ce-type %q on %s: this consumer reads %s only", d.Event.Type(), d.Subject, want))
-	}
-	if h.Schemas != nil && h.Schemas.Has(want) {
-		if err := h.Schemas.Validate(want, d.Event.Data()); err != nil {
-			return bus.Permanent(fmt.Errorf("%s does not match its schema: %w", want, err))
-		}
-	}
-	if err := json.Unmarshal(d.Event.Data(), v); err != nil {
+	if err := json.Unmarshal(raw, v); err != nil {
 		return bus.Permanent(fmt.Errorf("%s data: %w", want, err))
 	}
 	return nil
