@@ -87,7 +87,11 @@ func TestComposeFig3WithFaults(t *testing.T) {
 		return h.streamInfo(topology.StreamRequests.Name).State.LastSeq > reqSeq
 	})
 
-	node := h.streamInfo(topology.StreamSteps.Name).Cluster.Leader
+	var node string
+	eventually(t, time.Minute, "a leader of TSM_STEPS", func() bool {
+		node = h.streamInfo(topology.StreamSteps.Name).Cluster.Leader
+		return node != ""
+	})
 	if !strings.HasPrefix(node, "nats-") {
 		t.Fatalf("TSM_STEPS leader %q is not a compose NATS node", node)
 	}
