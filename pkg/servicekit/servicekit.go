@@ -120,7 +120,11 @@ func Start(ctx context.Context, cfg Config) (*Kit, error) {
 // ensureStreams retries while a clustered server elects leaders.
 func ensureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
 	for {
-		err := bus.EnsureStreams(ctx, js, replicas)
+		// Each attempt gets its own short deadline: a request a (re)forming
+		// cluster never answers must not use up the whole start-up budget.
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := bus.EnsureStreams(actx, js, replicas)
+		cancel()
 		if err == nil {
 			return nil
 		}
