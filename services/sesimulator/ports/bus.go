@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/tsmhub/tsmhub/pkg/bus"
@@ -24,6 +25,16 @@ type BusHandlers struct {
 	App *app.App
 	// Schemas validates event data when the event type has a schema.
 	Schemas *bus.Schemas
+	// Log receives the schema warnings (JSON locations only); nil means
+	// slog.Default().
+	Log *slog.Logger
+}
+
+func (h BusHandlers) logger() *slog.Logger {
+	if h.Log == nil {
+		return slog.Default()
+	}
+	return h.Log
 }
 
 // Register attaches the handlers to their consumers.
@@ -45,10 +56,10 @@ func (h BusHandlers) decode(d *bus.Delivery, wantType string, v any) error {
 		return bus.Permanent(fmt.Errorf("unexpected ce-type %q on %s: want %s", t, d.Subject, wantType))
 	}
 	data := d.Event.Data()
-	if h.Schemas != nil && h.Schemas.Has(wantType) {
-		if err := h.Schemas.Validate(wantType, data); err != nil {
-			return bus.Permanent(fmt.Errorf("%s data does not match its schema: %v", wantType, err))
-		}
+	// Schema failures name JSON locations only: the reason travels in a
+	// dead-letter header and must not carry data values.
+	if err := h.Schemas.CheckEvent(d.Event, h.logger()); err != nil {
+		return bus.Permanent(err)
 	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return bus.Permanent(fmt.Errorf("%s data does not decode: %v", wantType, err))
