@@ -76,6 +76,27 @@ type meter struct {
 	// trace, if set, samples measured secured scripts for the hop
 	// breakdown.
 	trace *tracer
+	// perSecond counts measured send-scripts by second since since (a
+	// falling rate within a window shows degradation, not just a level).
+	since     time.Time
+	perSecond [3600]atomic.Int64
+}
+
+// start turns the meter on and starts the per-second timeline.
+func (m *meter) start() {
+	m.since = time.Now()
+	m.on.Store(true)
+}
+
+// timeline returns the send-scripts completed in each whole second of the
+// window.
+func (m *meter) timeline(window time.Duration) []int64 {
+	n := min(int(window/time.Second), len(m.perSecond))
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = m.perSecond[i].Load()
+	}
+	return out
 }
 
 func newMeter() *meter {
@@ -95,6 +116,11 @@ func (m *meter) observe(op string, d time.Duration, measured bool) {
 	if op == opSetup || op == opSecured {
 		m.lat[opAnyScript].Add(d)
 		m.scripts.Add(1)
+		if !m.since.IsZero() {
+			if sec := int(time.Since(m.since) / time.Second); sec < len(m.perSecond) {
+				m.perSecond[sec].Add(1)
+			}
+		}
 		if op == opSetup {
 			m.apdus.Add(setupAPDUs)
 		} else {

@@ -61,6 +61,7 @@ type Options struct {
 	LookupSeconds    time.Duration
 	Phases           []string
 	LogLevel         string
+	ServiceEnv       map[string]string
 	MaxLoad          float64
 	MaxLoadWait      time.Duration
 }
@@ -69,7 +70,7 @@ var allPhases = []string{"steps", "baseline", "throughput", "curve", "profile", 
 
 func parseFlags() (Options, error) {
 	var o Options
-	var curve, tiers, phases, sweep string
+	var curve, tiers, phases, sweep, serviceEnv string
 	var million bool
 	flag.StringVar(&o.BinDir, "bin", "bin/bench", "directory of the service binaries (the profiled builds of bench/cmd/profiled serve PPROF_ADDR; plain `make build` binaries work without profiles)")
 	flag.StringVar(&o.OutDir, "out", "bench/results", "directory for <timestamp>.json, <timestamp>.md and profiles")
@@ -93,6 +94,7 @@ func parseFlags() (Options, error) {
 	flag.DurationVar(&o.LookupSeconds, "lookup-seconds", 3*time.Second, "concurrent get-se-id throughput window per tier")
 	flag.StringVar(&phases, "phases", strings.Join(allPhases, ","), "phases to run: "+strings.Join(allPhases, ","))
 	flag.StringVar(&o.LogLevel, "log-level", "info", "LOG_LEVEL of the services (info is the default of a deployment)")
+	flag.StringVar(&serviceEnv, "service-env", "", "extra environment of every service, comma separated K=V (e.g. GOMAXPROCS=1,CONSUMER_WORKERS=8), for experiments")
 	flag.Float64Var(&o.MaxLoad, "max-load", 0, "wait until the 1-minute load average is below this before measuring (0: do not wait)")
 	flag.DurationVar(&o.MaxLoadWait, "max-load-wait", 15*time.Minute, "give up waiting for -max-load after this long (the load is recorded)")
 	flag.Parse()
@@ -108,6 +110,17 @@ func parseFlags() (Options, error) {
 	}
 	if million {
 		o.ScaleTiers = append(o.ScaleTiers, 1_000_000)
+	}
+	o.ServiceEnv = map[string]string{"LOG_LEVEL": o.LogLevel}
+	for _, kv := range strings.Split(serviceEnv, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return o, fmt.Errorf("-service-env: %q is not K=V", kv)
+		}
+		o.ServiceEnv[k] = v
 	}
 	for _, p := range strings.Split(phases, ",") {
 		if p = strings.TrimSpace(p); p == "" {
@@ -199,7 +212,9 @@ func run(ctx context.Context, o Options) error {
 		if err := os.MkdirAll(scaleDir, 0o755); err != nil {
 			return err
 		}
-		res.Scale, runErr = measureScale(ctx, scaleDir, o.BinDir, o.LogLevel, o.ScaleTiers, o.Lookups, o.LookupSeconds, logf)
+		var profs []ProfileResult
+		res.Scale, profs, runErr = measureScale(ctx, scaleDir, o.BinDir, o.ServiceEnv, o.ScaleTiers, o.Lookups, o.LookupSeconds, profDir, logf)
+		res.Profiles = append(res.Profiles, profs...)
 	}
 	res.LoadAvg = sampler.finish()
 	res.Finished = time.Now().UTC()
@@ -240,7 +255,7 @@ func runConversationPhases(ctx context.Context, o Options, tmp, profDir string, 
 		return err
 	}
 	logf("starting the embedded JetStream server and the services from %s", o.BinDir)
-	s, err := startSystem(ctx, stackDir, o.BinDir, o.LogLevel, nil)
+	s, err := startSystem(ctx, stackDir, o.BinDir, o.ServiceEnv, nil)
 	if err != nil {
 		return err
 	}
@@ -252,7 +267,7 @@ func runConversationPhases(ctx context.Context, o Options, tmp, profDir string, 
 	}
 	res.Workload = Workload{SEs: o.SEs, MNOLatencyMs: 0, APDUsPerSecured: securedAPDUs, APDUsPerSetup: setupAPDUs,
 		ScriptsPerConv: 2, APDUsPerConv: setupAPDUs + securedAPDUs, SecurityLevel: "33 (C-MAC, C-DEC, R-MAC, R-ENC)",
-		ServiceLogLevel: o.LogLevel, ServiceBinaries: o.BinDir,
+		ServiceLogLevel: o.LogLevel, ServiceBinaries: o.BinDir, ServiceEnv: fmt.Sprint(o.ServiceEnv),
 		ResponseSubscribers: "one spclient.Client (one ordered consumer on TSM_RES) per SP, shared by all drivers of that SP",
 		Conversation: []string{
 			"begin-conversation (SP's own SD as target)",
@@ -316,8 +331,8 @@ func runConversationPhases(ctx context.Context, o Options, tmp, profDir string, 
 			return fail("throughput", err)
 		}
 		res.Throughput = lr
-		logf("throughput: %.1f conversations/s, %.1f scripts/s, %.1f APDUs/s; secured send-script p50 %.1f ms p99 %.1f ms; errors %v",
-			lr.ConvPerSec, lr.ScriptsPerSec, lr.APDUsPerSec, lr.Latency[opSecured].P50Ms, lr.Latency[opSecured].P99Ms, lr.Errors)
+		logf("throughput: %.1f conversations/s, %.1f scripts/s, %.1f APDUs/s; secured send-script p50 %.1f ms p99 %.1f ms; errors %v; scripts per second %v",
+			lr.ConvPerSec, lr.ScriptsPerSec, lr.APDUsPerSec, lr.Latency[opSecured].P50Ms, lr.Latency[opSecured].P99Ms, lr.Errors, lr.ScriptsPerSecond)
 		if res.Steps != nil && res.Baseline != nil {
 			res.Ratios = ratios(res)
 		}

@@ -46,7 +46,7 @@ func renderMarkdown(r *Result) string {
 		for i, c := range w.Conversation {
 			p("%d. %s\n", i+1, c)
 		}
-		p("\n%d send-scripts and %d APDUs per conversation; service LOG_LEVEL=%s; %s.\n\n", w.ScriptsPerConv, w.APDUsPerConv, w.ServiceLogLevel, w.ResponseSubscribers)
+		p("\n%d send-scripts and %d APDUs per conversation; extra service environment %s; %s.\n\n", w.ScriptsPerConv, w.APDUsPerConv, w.ServiceEnv, w.ResponseSubscribers)
 	}
 
 	if s := r.Steps; s != nil {
@@ -99,10 +99,14 @@ func renderMarkdown(r *Result) string {
 			p("No errors.\n\n")
 		}
 		p("CPU and memory in the window (machine %.1f %% busy, %.1f %% I/O wait; 100 %% = both cores):\n\n", t.MachineBusyPct, t.MachineIOWaitPct)
-		p("| process | CPU s | CPU %% of one core | CPU ms per send-script | RSS MiB | peak RSS MiB |\n|---|---|---|---|---|---|\n")
+		p("| process | CPU s | CPU %% of one core | of it in the kernel | CPU ms per send-script | RSS MiB | peak RSS MiB |\n|---|---|---|---|---|---|---|\n")
+		var cpu, perScript float64
 		for _, u := range t.Processes {
-			p("| %s | %.2f | %.1f | %.3f | %.1f | %.1f |\n", u.Name, u.CPUSeconds, u.CPUPct, u.CPUMsPerScript, u.RSSMiB, u.PeakRSSMiB)
+			p("| %s | %.2f | %.1f | %.0f %% | %.3f | %.1f | %.1f |\n", u.Name, u.CPUSeconds, u.CPUPct, u.SystemPct, u.CPUMsPerScript, u.RSSMiB, u.PeakRSSMiB)
+			cpu += u.CPUSeconds
+			perScript += u.CPUMsPerScript
 		}
+		p("| all | %.2f | %.1f | | %.3f | | |\n", cpu, cpu/t.DurationSeconds*100, perScript)
 		p("\n")
 	}
 

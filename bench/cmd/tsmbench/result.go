@@ -81,6 +81,7 @@ type Workload struct {
 	APDUsPerConv        int      `json:"apdusPerConversation"`
 	SecurityLevel       string   `json:"securityLevel"`
 	ServiceLogLevel     string   `json:"serviceLogLevel"`
+	ServiceEnv          string   `json:"serviceEnv"`
 	ServiceBinaries     string   `json:"serviceBinaries"`
 	ResponseSubscribers string   `json:"responseSubscribers"`
 }
@@ -150,6 +151,9 @@ type LoadResult struct {
 	ScriptsPerSec float64 `json:"scriptsPerSec"`
 	SecuredPerSec float64 `json:"securedScriptsPerSec"`
 	APDUsPerSec   float64 `json:"apdusPerSec"`
+	// ScriptsPerSecond is the send-scripts completed in each second of the
+	// window.
+	ScriptsPerSecond []int64 `json:"scriptsPerSecond"`
 	// Latency per operation (begin, send-script setup, send-script
 	// secured, end) and per whole conversation.
 	Latency map[string]stats.Summary `json:"latency"`
@@ -176,6 +180,8 @@ type ProcUsage struct {
 	Name       string  `json:"name"`
 	PID        int     `json:"pid"`
 	CPUSeconds float64 `json:"cpuSeconds"`
+	// SystemPct is the kernel's share of CPUSeconds (syscalls).
+	SystemPct float64 `json:"systemPct"`
 	// CPUPct is CPU seconds per wall second x 100 (200 = both cores).
 	CPUPct float64 `json:"cpuPct"`
 	// CPUMsPerScript is the process's CPU per send-script (all kinds).

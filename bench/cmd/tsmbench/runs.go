@@ -43,7 +43,7 @@ func closedRun(ctx context.Context, s *system, ses []*benchSE, clients int, warm
 	if err != nil {
 		return nil, err
 	}
-	m.on.Store(true)
+	m.start()
 	if !sleepCtx(ctx, window) {
 		return nil, ctx.Err()
 	}
@@ -65,6 +65,7 @@ func closedRun(ctx context.Context, s *system, ses []*benchSE, clients int, warm
 	lr.ScriptsPerSec = round(float64(lr.Scripts)/wall, 1)
 	lr.SecuredPerSec = round(float64(lr.SecuredScripts)/wall, 1)
 	lr.APDUsPerSec = round(float64(lr.APDUs)/wall, 1)
+	lr.ScriptsPerSecond = m.timeline(window)
 	_, msgs := seqDelta(seq0, seq1)
 	lr.BusMsgsPerSec = round(float64(msgs)/wall, 1)
 	if lr.Conversations > 0 {

@@ -32,26 +32,31 @@ const lookupConcurrency = 32
 // would otherwise run for minutes at 1,000,000 SEs and disturb the
 // look-ups) and grows it through the tiers, importing the difference each
 // time, then timing get-se-id.
-func measureScale(ctx context.Context, dir, binDir, logLevel string, tiers []int, lookups int, lookupSeconds time.Duration, logf func(string, ...any)) ([]ScaleTier, error) {
-	s, err := startSystem(ctx, dir, binDir, logLevel, []string{"registry"})
+//
+// During each tier's concurrent look-ups the registry is CPU-profiled into
+// profDir (when its binary serves PPROF_ADDR).
+func measureScale(ctx context.Context, dir, binDir string, env map[string]string, tiers []int, lookups int, lookupSeconds time.Duration,
+	profDir string, logf func(string, ...any)) ([]ScaleTier, []ProfileResult, error) {
+	s, err := startSystem(ctx, dir, binDir, env, []string{"registry"})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer s.stop()
 	reg := s.stack.HTTPAddr("registry")
 	if err := devstack.SeedDemo(ctx, reg); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	c, err := spclient.New(s.js, "bank1", spclient.WithTimeout(30*time.Second))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer c.Close()
 	regStream, err := s.js.Stream(ctx, topology.StreamRegistry.Name)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []ScaleTier
+	var profs []ProfileResult
 	enrolled := 0
 	for _, tier := range tiers {
 		if tier <= enrolled {
@@ -65,21 +70,21 @@ func measureScale(ctx context.Context, dir, binDir, logLevel string, tiers []int
 		}
 		info, err := regStream.Info(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		lastSeq := info.State.LastSeq
 		before, err := procstat.Read(s.pids["registry"])
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		start := time.Now()
 		rep, err := s.importSEs(ctx, body.Bytes())
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		importDur := time.Since(start)
 		if rep.Imported != tier-enrolled {
-			return nil, fmt.Errorf("import of %d SEs reported %+v", tier-enrolled, rep)
+			return nil, nil, fmt.Errorf("import of %d SEs reported %+v", tier-enrolled, rep)
 		}
 		body = bytes.Buffer{}
 		// Published: TSM_REG gained one record per imported SE.
@@ -91,12 +96,12 @@ func measureScale(ctx context.Context, dir, binDir, logLevel string, tiers []int
 			}
 			return info.State.LastSeq >= want, nil
 		}); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		published := time.Since(start)
 		after, err := procstat.Read(s.pids["registry"])
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		enrolled = tier
 		t := ScaleTier{SEs: tier, Imported: rep.Imported, ImportSeconds: round(importDur.Seconds(), 2),
@@ -114,10 +119,10 @@ func measureScale(ctx context.Context, dir, binDir, logLevel string, tiers []int
 			r, err := c.GetSEID(cctx, contract.GetSEIDRequest{MSI: scaleMSI(n)})
 			cancel()
 			if err != nil {
-				return nil, fmt.Errorf("get-se-id at %d SEs: %w", tier, err)
+				return nil, nil, fmt.Errorf("get-se-id at %d SEs: %w", tier, err)
 			}
 			if r.SEID != scaleSEID(n) {
-				return nil, fmt.Errorf("get-se-id at %d SEs answered %s for SE %s", tier, r.SEID, scaleSEID(n))
+				return nil, nil, fmt.Errorf("get-se-id at %d SEs answered %s for SE %s", tier, r.SEID, scaleSEID(n))
 			}
 			lat = append(lat, time.Since(st))
 		}
@@ -126,6 +131,15 @@ func measureScale(ctx context.Context, dir, binDir, logLevel string, tiers []int
 		var done atomic.Int64
 		var firstErr atomic.Value
 		var wg sync.WaitGroup
+		profFile := filepath.Join(profDir, fmt.Sprintf("registry-%d-ses.cpu.pprof", tier))
+		profErr := make(chan error, 1)
+		go func() {
+			if err := os.MkdirAll(profDir, 0o755); err != nil {
+				profErr <- err
+				return
+			}
+			profErr <- fetchProfile(ctx, s.pprofAddrs["registry"], max(int(lookupSeconds.Seconds()), 1), profFile)
+		}()
 		end := time.Now().Add(lookupSeconds)
 		lstart := time.Now()
 		for w := 0; w < lookupConcurrency; w++ {
@@ -148,9 +162,16 @@ func measureScale(ctx context.Context, dir, binDir, logLevel string, tiers []int
 		}
 		wg.Wait()
 		if e, ok := firstErr.Load().(error); ok {
-			return nil, fmt.Errorf("concurrent get-se-id at %d SEs: %w", tier, e)
+			return nil, nil, fmt.Errorf("concurrent get-se-id at %d SEs: %w", tier, e)
 		}
 		t.LookupsPerSec = round(float64(done.Load())/time.Since(lstart).Seconds(), 0)
+		if err := <-profErr; err != nil {
+			logf("registry scale: no profile: %v", err)
+		} else if pr, err := summarizeProfile(profFile, 15); err == nil {
+			pr.Service = fmt.Sprintf("registry with %d SEs, get-se-id with %d in flight", tier, lookupConcurrency)
+			pr.File = filepath.Join(filepath.Base(profDir), pr.File)
+			profs = append(profs, *pr)
+		}
 		if p, err := procstat.Read(s.pids["registry"]); err == nil {
 			t.RegistryRSSMiB = round(float64(p.RSS)/(1<<20), 1)
 			t.RegistryPeakMiB = round(float64(p.PeakRSS)/(1<<20), 1)
@@ -162,5 +183,5 @@ func measureScale(ctx context.Context, dir, binDir, logLevel string, tiers []int
 			tier, t.Lookups.P50Ms, t.Lookups.P99Ms, t.LookupsPerSec, lookupConcurrency)
 		out = append(out, t)
 	}
-	return out, nil
+	return out, profs, nil
 }

@@ -58,7 +58,8 @@ type benchSE struct {
 
 // startSystem starts the embedded server and the given service instances
 // (nil: all of the demo stack) and waits until they are ready.
-func startSystem(ctx context.Context, dir, binDir, logLevel string, only []string) (*system, error) {
+// env is added to every service's environment.
+func startSystem(ctx context.Context, dir, binDir string, env map[string]string, only []string) (*system, error) {
 	if err := devstack.CheckBinaries(binDir); err != nil {
 		return nil, err
 	}
@@ -66,8 +67,7 @@ func startSystem(ctx context.Context, dir, binDir, logLevel string, only []strin
 	if err != nil {
 		return nil, err
 	}
-	st, err := devstack.Start(devstack.Config{Dir: dir, BinDir: binDir, Output: logFile,
-		Env: map[string]string{"LOG_LEVEL": logLevel}})
+	st, err := devstack.Start(devstack.Config{Dir: dir, BinDir: binDir, Output: logFile, Env: env})
 	if err != nil {
 		logFile.Close()
 		return nil, err
@@ -87,11 +87,11 @@ func startSystem(ctx context.Context, dir, binDir, logLevel string, only []strin
 			s.stop()
 			return nil, err
 		}
-		env := map[string]string{"PPROF_ADDR": addr}
+		specEnv := map[string]string{"PPROF_ADDR": addr}
 		for k, v := range spec.Env {
-			env[k] = v
+			specEnv[k] = v
 		}
-		spec.Env = env
+		spec.Env = specEnv
 		s.pprofAddrs[spec.Name] = addr
 		if err := st.Run(spec); err != nil {
 			s.stop()
@@ -497,8 +497,12 @@ func usage(a, b procSnapshot, scripts int64) ([]ProcUsage, float64, float64) {
 	for name, pb := range b.procs {
 		pa := a.procs[name]
 		cpu := (pb.CPU - pa.CPU).Seconds()
+		sys := (pb.System - pa.System).Seconds()
 		u := ProcUsage{Name: name, PID: pb.PID, CPUSeconds: round(cpu, 2), CPUPct: round(cpu/wall*100, 1),
 			RSSMiB: round(float64(pb.RSS)/(1<<20), 1), PeakRSSMiB: round(float64(pb.PeakRSS)/(1<<20), 1)}
+		if cpu > 0 {
+			u.SystemPct = round(sys/cpu*100, 0)
+		}
 		if scripts > 0 {
 			u.CPUMsPerScript = round(cpu*1000/float64(scripts), 3)
 		}

@@ -21,8 +21,10 @@ const clockTick = 100
 // Proc is one reading of a process.
 type Proc struct {
 	PID int
-	// CPU is user plus system time since the process started.
-	CPU time.Duration
+	// CPU is user plus system time since the process started; System is
+	// the kernel part of it (syscalls: fsync, socket I/O).
+	CPU    time.Duration
+	System time.Duration
 	// RSS is the resident set now; PeakRSS the high-water mark (VmHWM) since
 	// the process started. Both in bytes.
 	RSS     int64
@@ -50,6 +52,7 @@ func Read(pid int) (Proc, error) {
 		return p, fmt.Errorf("/proc/%d/stat: bad utime/stime %q %q", pid, f[11], f[12])
 	}
 	p.CPU = time.Duration(utime+stime) * time.Second / clockTick
+	p.System = time.Duration(stime) * time.Second / clockTick
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return p, err
