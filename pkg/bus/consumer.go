@@ -297,6 +297,11 @@ func (w *consumerRun) run(ctx context.Context) error {
 			w.r.cfg.Log.Warn("consumer: fetch failed", "consumer", w.rt.consumer.Name, "error", err)
 			continue
 		}
+		if ctx.Err() != nil {
+			// Stopping: hand the message back without processing it.
+			_ = m.NakWithDelay(shutdownRedeliveryDelay)
+			continue
+		}
 		w.mu.Lock()
 		w.pending[m] = struct{}{}
 		w.mu.Unlock()
@@ -329,7 +334,7 @@ func (w *consumerRun) stripe(subject string) int {
 // to be redelivered.
 func (w *consumerRun) process(ctx, stop context.Context, m jetstream.Msg) {
 	if stop.Err() != nil {
-		_ = m.Nak()
+		_ = m.NakWithDelay(shutdownRedeliveryDelay)
 		return
 	}
 	d := &Delivery{Subject: m.Subject(), Header: m.Headers(), Data: m.Data(), msg: m}
@@ -343,9 +348,11 @@ func (w *consumerRun) process(ctx, stop context.Context, m jetstream.Msg) {
 	if attempts <= 0 {
 		attempts = topology.DefaultMaxDeliver
 	}
-	if d.NumDelivered > uint64(attempts) {
-		// Redelivered by the server more often than we retry in place: the
-		// process handling it keeps dying. Stop the loop and keep the message.
+	if d.NumDelivered > uint64(attempts*redeliveryFactor) {
+		// Redelivered by the server far more often than we retry in place:
+		// the process handling it keeps dying. Stop the loop and keep the
+		// message. Restarts and shutdowns also count as deliveries, hence the
+		// margin over the in-place attempts.
 		w.deadLetter(ctx, d, fmt.Errorf("delivered %d times without being acknowledged", d.NumDelivered))
 		return
 	}
@@ -378,7 +385,7 @@ func (w *consumerRun) process(ctx, stop context.Context, m jetstream.Msg) {
 	}
 	if stop.Err() != nil && !IsPermanent(lastErr) {
 		// Shutting down: leave the message for redelivery, nothing is lost.
-		_ = m.Nak()
+		_ = m.NakWithDelay(shutdownRedeliveryDelay)
 		return
 	}
 	w.deadLetter(ctx, d, lastErr)
@@ -393,6 +400,15 @@ func callHandler(ctx context.Context, h Handler, d *Delivery) (err error) {
 	}()
 	return h(ctx, d)
 }
+
+// shutdownRedeliveryDelay keeps a message handed back at shutdown from
+// bouncing straight back to the stopping consumer; another instance (or this
+// one after its restart) gets it a moment later.
+const shutdownRedeliveryDelay = time.Second
+
+// redeliveryFactor bounds server redeliveries (crashes, restarts) at this
+// many times the in-place attempts before a message is dead-lettered.
+const redeliveryFactor = 4
 
 // Dead-letter headers added to the original message.
 const (
