@@ -462,7 +462,8 @@ func hashOf(b []byte, n int) []byte {
 // parseCAP reads the applet AIDs (Applet component, tag 03) and the package
 // version (Header component, tag 01) of a Java Card CAP load file data
 // block: components are tag (1) || size (2) || info (JCVM 3.x 6.2). isCAP
-// is false when the data is not a CAP file.
+// is false, with no modules and version 1.0, when the data is not a CAP
+// file (no Header component, or trailing bytes).
 func parseCAP(b []byte) (modules [][]byte, version []byte, isCAP bool) {
 	version = []byte{1, 0}
 	for len(b) >= 3 {
@@ -499,7 +500,12 @@ func parseCAP(b []byte) (modules [][]byte, version []byte, isCAP bool) {
 		}
 		b = b[3+n:]
 	}
-	return modules, version, isCAP && len(b) == 0
+	if !isCAP || len(b) != 0 {
+		// No Header component, or bytes after the last component: not a
+		// CAP file, so nothing read from it describes the load file.
+		return nil, []byte{1, 0}, false
+	}
+	return modules, version, true
 }
 
 // checkPrivileges validates a privilege field (GPC 6.6, Table 11-7 to
