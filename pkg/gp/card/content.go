@@ -135,32 +135,53 @@ func roleKey(sd *entry, kvn byte) []byte {
 	return k.Value
 }
 
-// confirmation builds the DM response data (GPC 11.1.6, C.5): len ||
-// (len receipt || receipt || confirmation data). Without a Receipt
-// Generation SD the response is the plain 00. receiptInput appends the
-// operation's fields to the confirmation data (command.*ReceiptInput).
-func (r *request) confirmation(a authority, receiptInput func(conf []byte) []byte) ([]byte, uint16) {
+// receipter is the Receipt Generation SD and key that will confirm a DM
+// operation (nil: no receipt, the response is 00).
+type receipter struct {
+	sd  *entry
+	key []byte
+}
+
+// receiptFor finds what confirms a DM operation, before the operation
+// changes anything: a receipt that cannot be produced (no receipt key, an
+// unusable one, or the confirmation counter at its end, GPC C.5) rejects
+// the command with 6985 and leaves the card unchanged, rather than
+// answering an error after the operation took place.
+func (r *request) receiptFor(a authority) (*receipter, uint16) {
 	if !a.dm {
-		return []byte{0x00}, apdu.SWOK
+		return nil, apdu.SWOK
 	}
 	rg := r.roleSD(PrivReceiptGeneration)
 	if rg == nil {
-		return []byte{0x00}, apdu.SWOK
+		return nil, apdu.SWOK
 	}
 	key := roleKey(rg, KVNReceipt)
-	if key == nil {
+	if len(key) != 16 && len(key) != 24 && len(key) != 32 {
 		return nil, apdu.SWConditionsNotSatisfied
 	}
 	if rg.ConfirmationCounter == 0xFFFF {
 		return nil, apdu.SWConditionsNotSatisfied
 	}
-	rg.ConfirmationCounter++
-	unique := append(r.sdData(rg, "42"), r.sdData(rg, "45")...)
-	cd := command.ConfirmationData(rg.ConfirmationCounter, unique, nil, nil)
-	receipt, err := command.AESReceipt(key, receiptInput(cd))
+	return &receipter{sd: rg, key: key}, apdu.SWOK
+}
+
+// confirmation builds the DM response data (GPC 11.1.6, C.5): len ||
+// (len receipt || receipt || confirmation data), or the plain 00 without a
+// receipter. receiptInput appends the operation's fields to the
+// confirmation data (command.*ReceiptInput).
+func (r *request) confirmation(rc *receipter, receiptInput func(conf []byte) []byte) ([]byte, uint16) {
+	if rc == nil {
+		return []byte{0x00}, apdu.SWOK
+	}
+	counter := rc.sd.ConfirmationCounter + 1
+	unique := append(r.sdData(rc.sd, "42"), r.sdData(rc.sd, "45")...)
+	cd := command.ConfirmationData(counter, unique, nil, nil)
+	receipt, err := command.AESReceipt(rc.key, receiptInput(cd))
 	if err != nil {
+		// Not reached: receiptFor checked the key.
 		return nil, apdu.SWConditionsNotSatisfied
 	}
+	rc.sd.ConfirmationCounter = counter
 	return command.Confirmation(receipt, cd), apdu.SWOK
 }
 
@@ -411,21 +432,25 @@ func (r *request) load() ([]byte, uint16) {
 	if r.st.find(ls.ELF) != nil {
 		return nil, apdu.SWConditionsNotSatisfied
 	}
+	a := authority{dm: ls.DM}
+	rc, s := r.receiptFor(a)
+	if s != apdu.SWOK {
+		return nil, s
+	}
 	modules, version, isCAP := parseCAP(lfdb)
 	e := &entry{AID: clone(ls.ELF), Kind: KindELF, LifeCycle: LCLoaded, SD: clone(target.AID), Modules: modules,
 		OpaqueModules: !isCAP, Version: version}
 	r.st.Entries = append(r.st.Entries, e)
-	a := authority{dm: ls.DM}
 	if ls.Install != nil {
 		// GPC C-16: the receipt covers ELF, instance and SD.
 		if out, s := r.installInstance(authority{}, *ls.Install, true); s != apdu.SWOK {
 			return out, s
 		}
-		return r.confirmation(a, func(cd []byte) []byte {
+		return r.confirmation(rc, func(cd []byte) []byte {
 			return command.CombinedReceiptInput(cd, ls.ELF, ls.Install.Instance, target.AID)
 		})
 	}
-	return r.confirmation(a, func(cd []byte) []byte { return command.LoadReceiptInput(cd, ls.ELF, target.AID) })
+	return r.confirmation(rc, func(cd []byte) []byte { return command.LoadReceiptInput(cd, ls.ELF, target.AID) })
 }
 
 // minHash is GPC Table C-3 for AES keys: the LFDBH must be at least as
@@ -602,6 +627,10 @@ func (r *request) installInstance(a authority, in installReq, selectable bool) (
 	if a.dm && (priv.Has(PrivAuthorizedManagement) || priv.Has(PrivTokenVerification) || priv.Has(PrivGlobalRegistry)) {
 		return nil, apdu.SWConditionsNotSatisfied
 	}
+	rc, s := r.receiptFor(a)
+	if s != apdu.SWOK {
+		return nil, s
+	}
 	e := &entry{AID: clone(in.Instance), Kind: KindApp, LifeCycle: LCInstalled, Privileges: priv, SD: clone(r.sd.AID),
 		ELF: clone(in.ELF), Module: clone(in.Module), InstallParams: clone(c9), ImplicitSelection: cf}
 	if isSD {
@@ -626,7 +655,7 @@ func (r *request) installInstance(a authority, in installReq, selectable bool) (
 		}
 	}
 	r.st.Entries = append(r.st.Entries, e)
-	return r.confirmation(a, func(cd []byte) []byte { return command.InstallReceiptInput(cd, in.ELF, in.Instance) })
+	return r.confirmation(rc, func(cd []byte) []byte { return command.InstallReceiptInput(cd, in.ELF, in.Instance) })
 }
 
 // makeSelectable is INSTALL [for make selectable] (GPC 11.5.2.3.3): only
@@ -643,6 +672,10 @@ func (r *request) makeSelectable(a authority, aid, privs []byte) ([]byte, uint16
 	if e.LifeCycle != LCInstalled {
 		return nil, apdu.SWConditionsNotSatisfied
 	}
+	rc, s := r.receiptFor(a)
+	if s != apdu.SWOK {
+		return nil, s
+	}
 	e.LifeCycle = LCSelectable
 	if priv.Has(PrivCardReset) {
 		for _, x := range r.st.Entries {
@@ -650,7 +683,7 @@ func (r *request) makeSelectable(a authority, aid, privs []byte) ([]byte, uint16
 		}
 		e.Privileges[0] |= PrivCardReset[0]
 	}
-	return r.confirmation(a, func(cd []byte) []byte { return command.InstallReceiptInput(cd, e.ELF, e.AID) })
+	return r.confirmation(rc, func(cd []byte) []byte { return command.InstallReceiptInput(cd, e.ELF, e.AID) })
 }
 
 // extradite is INSTALL [for extradition] (GPC 9.4): the application or ELF
@@ -674,9 +707,13 @@ func (r *request) extradite(a authority, destAID, aid, _ []byte) ([]byte, uint16
 	if obj.isSD() && r.st.inHierarchy(dest, obj) {
 		return nil, apdu.SWConditionsNotSatisfied // no cycles
 	}
+	rc, s := r.receiptFor(a)
+	if s != apdu.SWOK {
+		return nil, s
+	}
 	old := obj.SD
 	obj.SD = clone(dest.AID)
-	return r.confirmation(a, func(cd []byte) []byte { return command.ExtraditionReceiptInput(cd, old, obj.AID, dest.AID) })
+	return r.confirmation(rc, func(cd []byte) []byte { return command.ExtraditionReceiptInput(cd, old, obj.AID, dest.AID) })
 }
 
 // registryUpdate is INSTALL [for registry update] (GPC 11.5.2.3.7): an
@@ -718,13 +755,17 @@ func (r *request) registryUpdate(a authority, sdAID, aid, privs, params []byte) 
 			return nil, apdu.SWIncorrectData
 		}
 	}
+	rc, s := r.receiptFor(a)
+	if s != apdu.SWOK {
+		return nil, s
+	}
 	old := obj.SD
 	if dest != nil {
 		obj.SD = clone(dest.AID)
 	}
 	obj.Privileges = newPriv
 	newSD := obj.SD
-	return r.confirmation(a, func(cd []byte) []byte {
+	return r.confirmation(rc, func(cd []byte) []byte {
 		return command.RegistryUpdateReceiptInput(cd, old, obj.AID, newSD, privs, params)
 	})
 }
@@ -817,6 +858,10 @@ func (r *request) deleteCmd() ([]byte, uint16) {
 			}
 		}
 	}
+	rc, st := r.receiptFor(a)
+	if st != apdu.SWOK {
+		return nil, st
+	}
 	kept := r.st.Entries[:0]
 	for _, x := range r.st.Entries {
 		if !doomed[x] {
@@ -829,7 +874,7 @@ func (r *request) deleteCmd() ([]byte, uint16) {
 			ch.PersoTarget = nil
 		}
 	}
-	return r.confirmation(a, func(cd []byte) []byte { return command.DeleteReceiptInput(cd, e.AID) })
+	return r.confirmation(rc, func(cd []byte) []byte { return command.DeleteReceiptInput(cd, e.AID) })
 }
 
 // related returns e and everything that depends on it: the instances of an

@@ -226,3 +226,41 @@ func TestDerivedDAPOnCard(t *testing.T) {
 		})
 	}
 }
+
+// TestDMReceiptFailureIsAtomic: when the Receipt Generation SD cannot
+// produce the receipt (confirmation counter at FFFF, GPC C.5, or no receipt
+// key), the DM DELETE is rejected with 6985 before anything is deleted.
+// FuzzInstallData found the card deleting (installing, moving) first and
+// answering 6985 afterwards.
+func TestDMReceiptFailureIsAtomic(t *testing.T) {
+	f := loadDerived(t)
+	for _, tc := range []struct {
+		name  string
+		spoil func(rg *entry)
+	}{
+		{"counter at FFFF", func(rg *entry) { rg.ConfirmationCounter = 0xFFFF }},
+		{"no receipt key", func(rg *entry) {
+			var kept []KeySet
+			for _, ks := range rg.KeySets {
+				if ks.KVN != KVNReceipt {
+					kept = append(kept, ks)
+				}
+			}
+			rg.KeySets = kept
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, dm := dmDeleteCard(t, f)
+			rg := c.st.find(MDPHSDAID)
+			tc.spoil(rg)
+			counter := rg.ConfirmationCounter
+			before := c.Registry()
+			if resp, s := dm.send(hx(t, f.Token.APDU)); s != apdu.SWConditionsNotSatisfied {
+				t.Fatalf("DELETE: %X %04X, want 6985", resp, s)
+			}
+			if !reflect.DeepEqual(before, c.Registry()) || rg.ConfirmationCounter != counter {
+				t.Fatalf("DELETE rejected for its receipt but the registry or counter changed")
+			}
+		})
+	}
+}
