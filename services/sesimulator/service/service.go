@@ -256,7 +256,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Observer:       observer,
 		Log:            log,
 	})
-	ports.BusHandlers{App: application, Schemas: kit.Schemas}.Register(kit.Router)
+	ports.BusHandlers{App: application, Schemas: kit.Schemas, Log: log}.Register(kit.Router)
 	ports.HTTP{App: application, DebugAPDU: cfg.DebugAPDU, Log: log}.Mount(kit.Ops.Router)
 	log.Info("se-simulator configured", "spsWithOwnKey", cfg.SPMasterKeys.SortedSPs(),
 		"cacheCards", cfg.CacheCards, "enrolmentGrace", cfg.EnrolmentGrace.String(), "debugApdu", cfg.DebugAPDU,
