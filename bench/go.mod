@@ -18,6 +18,7 @@ require (
 	github.com/tsmhub/tsmhub/services/registry v0.0.0
 	github.com/tsmhub/tsmhub/services/scriptrouter v0.0.0
 	github.com/tsmhub/tsmhub/services/sesimulator v0.0.0
+	go.etcd.io/bbolt v1.5.0
 )
 
 require (
@@ -42,7 +43,6 @@ require (
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.2 // indirect
-	go.etcd.io/bbolt v1.5.0 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/tsmhub/tsmhub/bench/internal/procstat"
 	"github.com/tsmhub/tsmhub/bench/internal/stats"
 )
@@ -43,6 +45,7 @@ func describeMachine(dataDir string) Machine {
 	}
 	m.Disk = describeDisk(dataDir)
 	m.FsyncP50Ms, m.FsyncP99Ms = fsyncLatency(dataDir, 200)
+	m.BoltCommitUs, m.BoltCommitCPUUs = boltCommitCost(dataDir, 1000)
 	m.LoadBefore, _ = procstat.LoadAvg()
 	return m
 }
@@ -102,6 +105,49 @@ func fsyncLatency(dir string, n int) (p50, p99 float64) {
 	}
 	s := stats.Summarize(samples)
 	return s.P50Ms, s.P99Ms
+}
+
+// boltCommitCost times n durable bbolt commits of one 800-byte put and one
+// delete each (what a handler's transaction plus the outbox look like at the
+// smallest) in dir; it returns the mean wall and CPU microseconds per commit.
+// Every hop of a script pays at least one such commit in the service that
+// handles it.
+func boltCommitCost(dir string, n int) (wallUs, cpuUs float64) {
+	path := filepath.Join(dir, "bolt-probe.db")
+	defer os.Remove(path)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return 0, 0
+	}
+	defer db.Close()
+	if err := db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucketIfNotExists([]byte("b")); return err }); err != nil {
+		return 0, 0
+	}
+	val := make([]byte, 800)
+	key := func(i int) []byte { return []byte(fmt.Sprintf("k%08d", i)) }
+	cpu0, err := procstat.Read(os.Getpid())
+	if err != nil {
+		return 0, 0
+	}
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		err := db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket([]byte("b"))
+			if err := b.Put(key(i), val); err != nil {
+				return err
+			}
+			return b.Delete(key(i - 1))
+		})
+		if err != nil {
+			return 0, 0
+		}
+	}
+	wall := time.Since(start)
+	cpu1, err := procstat.Read(os.Getpid())
+	if err != nil {
+		return 0, 0
+	}
+	return round(float64(wall.Microseconds())/float64(n), 1), round(float64((cpu1.CPU-cpu0.CPU).Microseconds())/float64(n), 1)
 }
 
 // loadSampler records the load average every interval, labelled with the

@@ -19,6 +19,7 @@ func renderMarkdown(r *Result) string {
 	p("| CPUs (nproc) | %d x %s |\n", m.NProc, m.CPUModel)
 	p("| memory | %.1f GiB |\n", m.MemoryGiB)
 	p("| disk (data directory) | %s; 4 KiB write + fdatasync p50 %.2f ms, p99 %.2f ms |\n", m.Disk, m.FsyncP50Ms, m.FsyncP99Ms)
+	p("| one durable bbolt commit (800-byte put + delete) | %.0f µs wall, %.0f µs CPU |\n", m.BoltCommitUs, m.BoltCommitCPUUs)
 	p("| kernel, Go | %s, %s |\n", m.Kernel, m.GoVersion)
 	p("| load average (1/5/15 min) at start | %.2f / %.2f / %.2f |\n", m.LoadBefore[0], m.LoadBefore[1], m.LoadBefore[2])
 	if len(r.LoadAvg) > 0 {

@@ -58,6 +58,10 @@ type Machine struct {
 	// directory, the floor of every durable commit.
 	FsyncP50Ms float64 `json:"fsyncP50Ms"`
 	FsyncP99Ms float64 `json:"fsyncP99Ms"`
+	// BoltCommitUs / BoltCommitCPUUs: one durable bbolt commit (put 800
+	// bytes, delete one key), wall and CPU microseconds, in this process.
+	BoltCommitUs    float64 `json:"boltCommitUs"`
+	BoltCommitCPUUs float64 `json:"boltCommitCpuUs"`
 	// LoadBefore is the load average when the run started measuring.
 	LoadBefore [3]float64 `json:"loadBefore"`
 }
