@@ -30,6 +30,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -193,6 +194,7 @@ func run(ctx context.Context, o Options) error {
 	defer os.RemoveAll(tmp)
 	res := &Result{Started: started, Command: os.Args, Options: o, Flags: map[string]string{}, Notes: []string{}}
 	flag.VisitAll(func(f *flag.Flag) { res.Flags[f.Name] = f.Value.String() })
+	res.Source = gitSource()
 	if o.MaxLoad > 0 {
 		l, ok := waitForQuietMachine(o.MaxLoad, o.MaxLoadWait, logf)
 		if !ok {
@@ -366,4 +368,22 @@ func runConversationPhases(ctx context.Context, o Options, tmp, profDir string, 
 		res.Profiles = profs
 	}
 	return nil
+}
+
+// gitSource describes the checkout the bench runs in: the commit and the
+// number of files that differ from it (others' work in progress is built
+// into the binaries too).
+func gitSource() string {
+	head, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown (not a git checkout)"
+	}
+	status, _ := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output()
+	n := 0
+	for _, l := range strings.Split(string(status), "\n") {
+		if strings.TrimSpace(l) != "" {
+			n++
+		}
+	}
+	return fmt.Sprintf("%s with %d modified files", strings.TrimSpace(string(head)), n)
 }

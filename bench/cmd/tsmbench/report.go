@@ -14,7 +14,7 @@ func renderMarkdown(r *Result) string {
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	m := r.Machine
 	p("## Run %s\n\n", r.Started.Format("2006-01-02 15:04 UTC"))
-	p("Command: `%s`\n\n", strings.Join(r.Command, " "))
+	p("Command: `%s` (source: %s)\n\n", strings.Join(r.Command, " "), r.Source)
 	p("| machine | |\n|---|---|\n")
 	p("| CPUs (nproc) | %d x %s |\n", m.NProc, m.CPUModel)
 	p("| memory | %.1f GiB |\n", m.MemoryGiB)

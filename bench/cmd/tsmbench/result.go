@@ -13,6 +13,9 @@ type Result struct {
 	Finished time.Time `json:"finished"`
 	// Command is the command line that produced the run.
 	Command []string `json:"command"`
+	// Source is the git commit of the working tree the binaries were built
+	// from, and how many files differed from it.
+	Source  string   `json:"source"`
 	Machine Machine  `json:"machine"`
 	// Flags holds every flag's value (defaults included), to reproduce the
 	// run.
