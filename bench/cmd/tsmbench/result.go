@@ -15,8 +15,8 @@ type Result struct {
 	Command []string `json:"command"`
 	// Source is the git commit of the working tree the binaries were built
 	// from, and how many files differed from it.
-	Source  string   `json:"source"`
-	Machine Machine  `json:"machine"`
+	Source  string  `json:"source"`
+	Machine Machine `json:"machine"`
 	// Flags holds every flag's value (defaults included), to reproduce the
 	// run.
 	Flags   map[string]string `json:"flags"`
