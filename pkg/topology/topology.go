@@ -208,6 +208,9 @@ var (
 	ScriptRouterExecuted = Consumer{Service: "scriptrouter", Name: "scriptrouter-executed", Stream: StreamSteps.Name,
 		FilterSubjects: []string{"tsm.se.*.executed"}, OrderingToken: 2, MaxDeliver: DefaultMaxDeliver,
 		Description: "collects response APDUs and failures of executed scripts"}
+	ScriptRouterRegistry = Consumer{Service: "scriptrouter", Name: "scriptrouter-registry", Stream: StreamRegistry.Name,
+		FilterSubjects: []string{"tsm.reg.sp.*", "tsm.reg.svc.*.*", "tsm.reg.se.*"}, OrderingToken: -1,
+		MaxDeliver: DefaultMaxDeliver, Description: "projects what each SP owns (SD and instance AIDs) for script authorization"}
 	SESimulatorExecute = Consumer{Service: "sesimulator", Name: "sesimulator-execute", Stream: StreamSteps.Name,
 		FilterSubjects: []string{"tsm.se.*.execute"}, OrderingToken: 2, MaxDeliver: DefaultMaxDeliver,
 		Description: "executes APDUs on the simulated cards"}

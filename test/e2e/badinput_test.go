@@ -142,6 +142,23 @@ func TestBadInput(t *testing.T) {
 		wantCode(t, err, contract.CodeScriptTooLarge)
 		s.end(contract.OutcomeFailure)
 	})
+	t.Run("SELECT of another SP's security domain", func(t *testing.T) {
+		s := newSPSession(t, e, "bank1", se.SEID)
+		s.begin(contract.OperationOther)
+		before := e.apdusExecuted(se.SEID)
+		// transit1's SD: the script router refuses it before it reaches the card.
+		resp, err := c.SendScript(ctxT(t), contract.SendScriptRequest{ConversationID: s.convID,
+			Commands: []string{"00A4040007A000000555AA0200"}})
+		wantCode(t, err, contract.CodeNotAllowed)
+		if resp == nil || len(resp.Failed) != 1 || resp.Failed[0].Index != 0 || resp.Error == nil ||
+			!strings.Contains(resp.Error.Message, "command 0: SELECT") {
+			t.Fatalf("failed[] should name command 0: %+v", resp)
+		}
+		if got := e.apdusExecuted(se.SEID) - before; got != 0 {
+			t.Fatalf("a refused script executed %d APDUs", got)
+		}
+		s.end(contract.OutcomeFailure)
+	})
 	t.Run("not a CloudEvent at all lands in the dead-letter stream", func(t *testing.T) {
 		// An SP id that is not valid: nobody can be answered.
 		m := nats.NewMsg("tsm.sp.NOT_VALID.req.get-se-id")

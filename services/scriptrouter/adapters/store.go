@@ -10,6 +10,11 @@
 //	scripts.summary   scriptId -> domain.Summary (JSON). System of record for
 //	                  GET /v1/scripts/{id} after completion: state and counts,
 //	                  no APDU data; pruned after the configured retention.
+//	registry.*        projection of the registry stream TSM_REG (what each SP
+//	                  owns), rebuildable by replaying it; see registry.go.
+//	conversations.cardstate  conversationId -> the router's view of the card
+//	                  (selection per logical channel) between the scripts of
+//	                  a conversation; pruned with the summaries.
 package adapters
 
 import (
@@ -31,7 +36,8 @@ const (
 )
 
 // Buckets lists the buckets to create at start-up.
-var Buckets = []string{BucketInFlight, BucketSummary}
+var Buckets = []string{BucketInFlight, BucketSummary, BucketRegSPs, BucketRegServices, BucketRegInstances,
+	BucketRegSEs, BucketCardStates}
 
 // Store implements app.Transactor on a bus.Store.
 type Store struct {
@@ -64,6 +70,15 @@ func (s *Store) InFlightCount() int {
 	return n
 }
 
+// PruneCardStates deletes the card states of conversations whose last script
+// was routed before cutoff and returns how many it deleted.
+func (s *Store) PruneCardStates(cutoff time.Time) (int, error) {
+	return s.bus.DeleteWhere(BucketCardStates, func(_, v []byte) bool {
+		var st domain.CardState
+		return json.Unmarshal(v, &st) != nil || st.UpdatedAt.Before(cutoff)
+	})
+}
+
 // PruneSummaries deletes the summaries of scripts completed before cutoff and
 // returns how many it deleted.
 func (s *Store) PruneSummaries(cutoff time.Time) (int, error) {
@@ -82,8 +97,12 @@ type txn struct {
 func (t *txn) MarkProcessed(inbox, eventID string) (bool, error) {
 	return t.tx.MarkProcessed(inbox, eventID)
 }
-func (t *txn) Scripts() app.Scripts { return t.scripts }
-func (t *txn) Outbox() app.Outbox   { return t.outbox }
+func (t *txn) Scripts() app.Scripts   { return t.scripts }
+func (t *txn) Outbox() app.Outbox     { return t.outbox }
+func (t *txn) Registry() app.Registry { return registry{tx: t.tx.Tx} }
+func (t *txn) CardStates() app.CardStates {
+	return cardStates{tx: t.tx.Tx}
+}
 
 // scripts is the repository of both buckets inside one bbolt transaction.
 type scripts struct{ tx *bolt.Tx }

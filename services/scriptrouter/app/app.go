@@ -16,8 +16,6 @@ import (
 type Config struct {
 	// DefaultLimits apply when a ScriptRequested carries no limit of its own.
 	DefaultLimits domain.Limits
-	// Authorizer decides whether an SP may send a script (AllowAll if nil).
-	Authorizer Authorizer
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
 }
@@ -30,9 +28,6 @@ type App struct {
 
 // New returns the use cases on store.
 func New(cfg Config, store Transactor) *App {
-	if cfg.Authorizer == nil {
-		cfg.Authorizer = AllowAll{}
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -60,9 +55,11 @@ type Result struct {
 }
 
 // RequestScript handles a script the conversation service accepted. A script
-// that fails validation, the securing check, its validity or authorization is
-// answered at once with a ScriptCompleted (Failed or Expired); a good one is
-// stored in flight and handed to the MNO adapter of the SE's MNO. The same
+// that fails validation, the securing check, its validity or authorization
+// (domain.Authorize, on the registry projection and the conversation's card
+// state) is answered at once with a ScriptCompleted (Failed or Expired); a
+// good one is stored in flight and handed to the MNO adapter of the SE's MNO,
+// and the card state it leaves is stored for the next script. The same
 // event, or the same script id under another event, is routed only once.
 //
 // stepErr is set when the event did not match its published schema but could
@@ -84,14 +81,6 @@ func (a *App) RequestScript(ctx context.Context, msg Message, req events.ScriptR
 		// our fault, not the SP's, but the SP must still get an answer.
 		rej = domain.Reject(contract.CodeInternalError, "the SE has no usable MNO to deliver the script through; contact the central TSM operator")
 	}
-	if rej == nil {
-		var err error
-		rej, err = a.cfg.Authorizer.Authorize(ctx, AuthorizationRequest{Request: req.Request, ConversationID: req.ConversationID,
-			SEID: req.SEID, TargetAID: req.TargetAID, Securing: req.Securing, Commands: commands})
-		if err != nil {
-			return Result{}, fmt.Errorf("authorize script %s: %w", req.ScriptID, err)
-		}
-	}
 	script := domain.Script{ScriptID: req.ScriptID, ConversationID: req.ConversationID, SEID: req.SEID, MNO: req.MNO,
 		Request: req.Request, ContinueOnError: req.ContinueOnError, ValidUntil: req.ValidUntil, AcceptedAt: now}
 	script.Commands = make([]string, len(commands))
@@ -112,8 +101,18 @@ func (a *App) RequestScript(ctx context.Context, msg Message, req events.ScriptR
 			res.Outcome = OutcomeDuplicate
 			return err
 		}
-		if rej != nil {
-			resp := domain.RejectedResponse(req.ConversationID, rej)
+		// Authorization runs after the syntax and limit checks, inside the
+		// transaction: it reads the card state the conversation's previous
+		// scripts left and stores the one this script leaves.
+		rejection := rej
+		var state domain.CardState
+		if rejection == nil {
+			if state, rejection, err = authorize(tx, req, commands, now); err != nil {
+				return err
+			}
+		}
+		if rejection != nil {
+			resp := domain.RejectedResponse(req.ConversationID, rejection)
 			res.Outcome, res.Status, res.Error = OutcomeRejected, resp.Status, resp.Error
 			if err := tx.Scripts().PutSummary(domain.CompletedSummary(script, resp, now)); err != nil {
 				return err
@@ -121,6 +120,9 @@ func (a *App) RequestScript(ctx context.Context, msg Message, req events.ScriptR
 			return tx.Outbox().CompleteScript(msg.CorrelationID, completed(script, resp))
 		}
 		res.Outcome = OutcomeRouted
+		if err := tx.CardStates().Put(script.ConversationID, state); err != nil {
+			return err
+		}
 		if err := tx.Scripts().PutInFlight(script); err != nil {
 			return err
 		}
@@ -207,6 +209,58 @@ func (a *App) Summary(scriptID string) (domain.Summary, error) {
 	})
 	return sum, err
 }
+
+// authorize applies domain.Authorize with what the SP owns on the SE and the
+// card state of the conversation; it returns the state to store if the
+// script is routed.
+func authorize(tx Tx, req events.ScriptRequested, commands []domain.Command, now time.Time) (domain.CardState, *domain.Rejection, error) {
+	scope, found, err := tx.Registry().Scope(req.Request.SPID, req.SEID)
+	if err != nil {
+		return domain.CardState{}, nil, err
+	}
+	if !found {
+		return domain.CardState{}, domain.Reject(contract.CodeNotAllowed,
+			"the central TSM has no registry record of SP %s, so it cannot tell its security domain: contact the central TSM operator",
+			req.Request.SPID), nil
+	}
+	state, err := tx.CardStates().Get(req.ConversationID)
+	if err != nil {
+		return domain.CardState{}, nil, err
+	}
+	next, rej := domain.Authorize(scope, state, commands)
+	next.UpdatedAt = now
+	return next, rej, nil
+}
+
+// ApplyRegistry records one registry record in the projection, once per
+// event; seq is its stream sequence (older records of a subject are ignored).
+// rec is an events.SPRecord, events.ServiceRecord or events.SERecord.
+func (a *App) ApplyRegistry(_ context.Context, msg Message, seq uint64, rec any) (bool, error) {
+	applied := false
+	err := a.store.Update(func(tx Tx) error {
+		applied = false
+		first, err := tx.MarkProcessed(msg.Inbox, msg.EventID)
+		if err != nil || !first {
+			return err
+		}
+		switch r := rec.(type) {
+		case events.SPRecord:
+			err = tx.Registry().PutSP(seq, r)
+		case events.ServiceRecord:
+			err = tx.Registry().PutService(seq, r)
+		case events.SERecord:
+			err = tx.Registry().PutSE(seq, r)
+		default:
+			return fmt.Errorf("%w: %T is not a registry record", ErrInvalidRecord, rec)
+		}
+		applied = err == nil
+		return err
+	})
+	return applied, err
+}
+
+// ErrInvalidRecord is returned for a registry record the projection cannot hold.
+var ErrInvalidRecord = errors.New("invalid registry record")
 
 func scriptKnown(s Scripts, scriptID string) (bool, error) {
 	if _, err := s.InFlight(scriptID); err == nil || !errors.Is(err, ErrNotFound) {

@@ -1,7 +1,8 @@
 // Package app holds the script router's use cases: accept a requested script
 // (validate, authorize, route it to the SE's MNO adapter or reject it at once)
 // and complete an executed one (responses and failures back to the
-// conversation). It runs every use case in one transaction of a Transactor,
+// conversation), and keep the projection of the registry that authorization
+// reads (what each SP owns). It runs every use case in one transaction of a Transactor,
 // so the inbox record, the script state and the emitted events commit
 // together; it knows nothing of NATS, CloudEvents or bbolt.
 package app
@@ -39,6 +40,34 @@ type Tx interface {
 	MarkProcessed(inbox, eventID string) (bool, error)
 	Scripts() Scripts
 	Outbox() Outbox
+	// Registry is the projection of the registry's SP, service and SE records.
+	Registry() Registry
+	// CardStates holds the router's view of the card per conversation.
+	CardStates() CardStates
+}
+
+// Registry is the router's projection of the registry stream (TSM_REG): what
+// each SP owns. It is rebuildable by replaying the stream. Every Put takes the
+// stream sequence of the record and ignores a record older than the one it
+// holds for the same subject (the consumer processes in any order).
+type Registry interface {
+	// PutSP stores an SP's record (its security domain AID).
+	PutSP(seq uint64, rec events.SPRecord) error
+	// PutService stores a catalog entry (the SP and its instance AID).
+	PutService(seq uint64, rec events.ServiceRecord) error
+	// PutSE stores the SP SDs pre-issued on an SE.
+	PutSE(seq uint64, rec events.SERecord) error
+	// Scope returns what spID owns on seID; found is false when the
+	// registry has no record of the SP.
+	Scope(spID, seID string) (scope domain.SPScope, found bool, err error)
+}
+
+// CardStates stores the card state of each conversation between its scripts.
+type CardStates interface {
+	// Get returns the state, or a reset card for a conversation it does not know.
+	Get(conversationID string) (domain.CardState, error)
+	// Put stores the state after a routed script.
+	Put(conversationID string, s domain.CardState) error
 }
 
 // ErrNotFound is returned by Scripts for an unknown script id.

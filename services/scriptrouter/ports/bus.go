@@ -1,5 +1,5 @@
 // Package ports connects the script router's use cases to the outside: the
-// bus handlers of its two consumers and its HTTP routes.
+// bus handlers of its three consumers and its HTTP routes.
 package ports
 
 import (
@@ -80,6 +80,69 @@ func (h *Handlers) Executed(ctx context.Context, d *bus.Delivery) error {
 		log.Info("script completed", attrs...)
 	} else {
 		log.Info("duplicate SE result ignored", "eventId", d.Event.ID())
+	}
+	return nil
+}
+
+// Registry handles the registry records the router projects (consumer
+// topology.ScriptRouterRegistry): SPs (tsm.reg.sp.<spId>), catalog entries
+// (tsm.reg.svc.<number>.<version>) and SEs (tsm.reg.se.<seId>).
+func (h *Handlers) Registry(ctx context.Context, d *bus.Delivery) error {
+	var rec any
+	var key string
+	switch kind := d.Token(2); kind {
+	case "sp":
+		var r events.SPRecord
+		if err := h.decodeRecord(d, events.TypeRegistrySP, &r); err != nil {
+			return err
+		}
+		if r.SPID == "" || r.SPID != d.Token(3) {
+			return bus.Permanent(fmt.Errorf("SP record %q published on %s", r.SPID, d.Subject))
+		}
+		rec, key = r, r.SPID
+	case "svc":
+		var r events.ServiceRecord
+		if err := h.decodeRecord(d, events.TypeRegistryService, &r); err != nil {
+			return err
+		}
+		if r.SPID == "" || r.Number != d.Token(3) || r.Version != d.Token(4) {
+			return bus.Permanent(fmt.Errorf("service record %s.%s of SP %q published on %s", r.Number, r.Version, r.SPID, d.Subject))
+		}
+		rec, key = r, r.Number+"."+r.Version
+	case "se":
+		var r events.SERecord
+		if err := h.decodeRecord(d, events.TypeRegistrySE, &r); err != nil {
+			return err
+		}
+		if r.SEID == "" || r.SEID != d.Token(3) {
+			return bus.Permanent(fmt.Errorf("SE record %q published on %s", r.SEID, d.Subject))
+		}
+		rec, key = r, r.SEID
+	default:
+		return bus.Permanent(fmt.Errorf("subject %s is not an SP, service or SE record", d.Subject))
+	}
+	applied, err := h.App.ApplyRegistry(ctx, app.Message{Inbox: topology.ScriptRouterRegistry.Name, EventID: d.Event.ID()},
+		d.StreamSeq, rec)
+	if errors.Is(err, app.ErrInvalidRecord) {
+		return bus.Permanent(err)
+	}
+	if err != nil {
+		return err
+	}
+	if applied && d.Token(2) != "se" {
+		h.Log.Debug("registry record projected", "kind", d.Token(2), "key", key, "seq", d.StreamSeq)
+	}
+	return nil
+}
+
+// decodeRecord decodes a registry record; every failure is permanent. Schema
+// failures name JSON locations only.
+func (h *Handlers) decodeRecord(d *bus.Delivery, ceType string, v any) error {
+	if err := d.DecodeAs(ceType, v); err != nil {
+		return bus.Permanent(err)
+	}
+	if err := h.Schemas.CheckEvent(d.Event, h.Log); err != nil {
+		return bus.Permanent(err)
 	}
 	return nil
 }

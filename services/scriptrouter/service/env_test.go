@@ -14,6 +14,7 @@ import (
 
 	"github.com/tsmhub/tsmhub/pkg/bus"
 	"github.com/tsmhub/tsmhub/pkg/bustest"
+	"github.com/tsmhub/tsmhub/pkg/events"
 	"github.com/tsmhub/tsmhub/pkg/topology"
 	"github.com/tsmhub/tsmhub/services/scriptrouter/service"
 )
@@ -33,6 +34,8 @@ type env struct {
 	// checked counts the steps already checked.
 	schemas *bus.Schemas
 	checked int
+	// recordN numbers the registry records published.
+	recordN int
 }
 
 func newEnv(t *testing.T, mutate func(*service.Config)) *env {
@@ -60,7 +63,52 @@ func newEnv(t *testing.T, mutate func(*service.Config)) *env {
 		cfg.Kit.HTTPBound = bound
 		return service.Run(ctx, cfg)
 	})
+	e.registerSPs()
 	return e
+}
+
+// AIDs of the registry records every env starts with: sp-bank (the SP of
+// requested) owns bankSD and the instance of service svc-1/1-0; sp-transit
+// owns transitSD.
+const (
+	bankSD       = "A000000555AA01"
+	bankInstance = "A0000005550101"
+	transitSD    = "A000000555AA02"
+)
+
+// registerSPs publishes the registry records of the two SPs and waits until
+// the router projected them.
+func (e *env) registerSPs() {
+	e.t.Helper()
+	e.publishRecord(topology.RegistrySP("sp-bank"), events.TypeRegistrySP,
+		events.SPRecord{SPID: "sp-bank", Name: "Bank", SecurityDomainAID: bankSD})
+	e.publishRecord(topology.RegistrySP("sp-transit"), events.TypeRegistrySP,
+		events.SPRecord{SPID: "sp-transit", Name: "Transit", SecurityDomainAID: transitSD})
+	e.publishRecord(topology.RegistryService("svc-1", "1-0"), events.TypeRegistryService,
+		events.ServiceRecord{Number: "svc-1", Version: "1-0", SPID: "sp-bank", ELFAID: "A00000055501",
+			ModuleAID: "A0000005550100", InstanceAID: bankInstance})
+}
+
+// publishRecord publishes a registry record and waits until the router's
+// registry consumer acknowledged it (the projection committed it).
+func (e *env) publishRecord(subject, ceType string, rec any) {
+	e.t.Helper()
+	e.recordN++
+	ack := bustest.Publish(e.t, e.js, subject, bustest.Event{ID: fmt.Sprintf("reg-%d", e.recordN), Type: ceType, Data: rec})
+	bustest.EventuallyReport(e.t, deadline, "the registry record projected", func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, err := e.js.Consumer(ctx, topology.StreamRegistry.Name, topology.ScriptRouterRegistry.Name)
+		if err != nil {
+			return false, err.Error()
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		return info.AckFloor.Stream >= ack.Sequence && info.NumAckPending == 0,
+			fmt.Sprintf("ack floor %d, want %d", info.AckFloor.Stream, ack.Sequence)
+	})
 }
 
 // publish sends data as a CloudEvent of type ceType with ce-id id and a

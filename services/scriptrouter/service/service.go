@@ -45,11 +45,10 @@ type Config struct {
 	MaxScriptBytes int
 	// SummaryRetention is how long GET /v1/scripts/{scriptId} still answers for
 	// a completed script [SCRIPT_SUMMARY_RETENTION, default 24h]. Scripts in
-	// flight are kept until their result arrives, whatever this says.
+	// flight are kept until their result arrives, whatever this says. The
+	// card state of a conversation (authorization) is kept as long after its
+	// last script.
 	SummaryRetention time.Duration
-	// Authorizer decides whether an SP may send a script; nil means
-	// app.AllowAll (see app.Authorizer). Not configurable from the environment.
-	Authorizer app.Authorizer
 }
 
 // ConfigFromEnv reads the configuration from the environment.
@@ -103,14 +102,15 @@ func Run(ctx context.Context, cfg Config) error {
 	store := adapters.NewStore(kit.Store, adapters.OutboxConfig{})
 	application := app.New(app.Config{
 		DefaultLimits: domain.Limits{MaxAPDUs: cfg.MaxAPDUsPerScript, MaxBytes: cfg.MaxScriptBytes},
-		Authorizer:    cfg.Authorizer,
 	}, store)
 	metrics := ports.NewMetrics(kit.Ops.Registry, func() float64 { return float64(store.InFlightCount()) })
 	handlers := &ports.Handlers{App: application, Schemas: kit.Schemas, Log: kit.Log, Metrics: metrics}
 	kit.Router.Handle(topology.ScriptRouterRequested, handlers.Requested)
 	kit.Router.Handle(topology.ScriptRouterExecuted, handlers.Executed)
+	kit.Router.Handle(topology.ScriptRouterRegistry, handlers.Registry)
 	(&ports.HTTP{App: application}).Routes(kit.Ops.Router)
 
 	// Summaries of completed scripts only serve the HTTP API.
-	return kit.RunWith(ctx, kit.Pruner("script summaries", cfg.SummaryRetention, store.PruneSummaries))
+	return kit.RunWith(ctx, kit.Pruner("script summaries", cfg.SummaryRetention, store.PruneSummaries),
+		kit.Pruner("conversation card states", cfg.SummaryRetention, store.PruneCardStates))
 }

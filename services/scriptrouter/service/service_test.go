@@ -17,8 +17,10 @@ import (
 
 const mno = "mno-a"
 
-// Commands used by the tests: GET DATA, GET STATUS, INSTALL (case 4S).
+// Commands used by the tests: SELECT of sp-bank's SD (see registerSPs), GET
+// DATA, GET STATUS, INSTALL (case 4S).
 var (
+	selectSD  = "00A4040007" + bankSD + "00"
 	getData   = "80CA006600"
 	getStatus = "80f22000024f0000"
 	install   = "80E60C0005AABBCCDDEE00"
@@ -65,7 +67,7 @@ func (e *env) routeAndDeliver(req events.ScriptRequested) events.MNODeliver {
 
 func TestValidScriptIsRoutedToTheMNOAdapter(t *testing.T) {
 	e := newEnv(t, nil)
-	req := requested("0A01", "s-valid", getData, getStatus)
+	req := requested("0A01", "s-valid", selectSD, getData, getStatus)
 	req.ContinueOnError = true
 	e.request(req)
 	msgs := e.waitFor(topology.MNODeliver(mno, "0A01"), 1, forScript("s-valid"))
@@ -87,7 +89,7 @@ func TestValidScriptIsRoutedToTheMNOAdapter(t *testing.T) {
 	if d.ConversationID != "conv-s-valid" || d.SEID != "0A01" || !d.ContinueOnError || d.Request != req.Request {
 		t.Errorf("deliver %+v", d)
 	}
-	if strings.Join(d.Commands, ",") != "80CA006600,80F22000024F0000" {
+	if strings.Join(d.Commands, ",") != selectSD+",80CA006600,80F22000024F0000" {
 		t.Errorf("commands %v: want the canonical hex of the SP's bytes", d.Commands)
 	}
 	if got := e.matching(topology.ScriptCompleted("0A01"), nil); len(got) != 0 {
@@ -98,7 +100,7 @@ func TestValidScriptIsRoutedToTheMNOAdapter(t *testing.T) {
 	if code := e.getJSON("/v1/scripts/s-valid", &sum); code != 200 {
 		t.Fatalf("GET status %d", code)
 	}
-	if sum.State != domain.StateInFlight || sum.Commands != 2 || sum.SEID != "0A01" || sum.MNO != mno {
+	if sum.State != domain.StateInFlight || sum.Commands != 3 || sum.SEID != "0A01" || sum.MNO != mno {
 		t.Errorf("summary %+v", sum)
 	}
 	if code := e.getJSON("/v1/scripts/nope", nil); code != 404 {
@@ -144,7 +146,7 @@ func TestInvalidScriptsCompleteAtOnce(t *testing.T) {
 	// Barrier: a valid script for the same SE is handled after all of them
 	// (per-SE order) and its deliver is published after their completions
 	// (outbox order), so when it shows up every answer is in.
-	e.routeAndDeliver(requested(se, "s-sentinel", getData))
+	e.routeAndDeliver(requested(se, "s-sentinel", selectSD))
 	for _, tc := range cases {
 		id := tc.req.ScriptID
 		if got := e.matching(topology.MNODeliver(mno, se), forScript(id)); len(got) != 0 {
@@ -214,7 +216,7 @@ func TestExecutedScripts(t *testing.T) {
 	}
 	for i, tc := range cases {
 		id := "s-exec-" + string(rune('a'+i))
-		req := requested(se, id, getData, getStatus, install)
+		req := requested(se, id, selectSD, getStatus, install)
 		req.ContinueOnError = tc.cont
 		e.routeAndDeliver(req)
 		e.executed(events.SEExecuted{Request: req.Request, ConversationID: req.ConversationID, ScriptID: id, SEID: se,
@@ -244,14 +246,14 @@ func TestExecutedScripts(t *testing.T) {
 func TestDuplicateDeliveriesProduceOneOutput(t *testing.T) {
 	e := newEnv(t, nil)
 	const se = "0A04"
-	req := requested(se, "s-dup", getData)
+	req := requested(se, "s-dup", selectSD)
 	// The same event twice, the second beyond JetStream's duplicate window
 	// (another Nats-Msg-Id): only the router's inbox can stop it.
 	e.publish(topology.ScriptRequested(se), events.TypeScriptRequested, "ev-dup", "", req)
 	e.publish(topology.ScriptRequested(se), events.TypeScriptRequested, "ev-dup", "ev-dup-again", req)
 	// The same script under a new event id (a re-sent step) is not routed twice either.
 	e.publish(topology.ScriptRequested(se), events.TypeScriptRequested, "ev-dup-other", "", req)
-	e.routeAndDeliver(requested(se, "s-barrier-1", getData))
+	e.routeAndDeliver(requested(se, "s-barrier-1", selectSD))
 	if got := e.matching(topology.MNODeliver(mno, se), forScript("s-dup")); len(got) != 1 {
 		t.Fatalf("%d delivers for one script, want 1", len(got))
 	}
