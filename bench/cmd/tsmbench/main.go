@@ -57,6 +57,7 @@ type Options struct {
 	BaselinePubs     int
 	StepSamples      int
 	ProfileSeconds   int
+	ProfileAll       bool
 	ScaleTiers       []int
 	Lookups          int
 	LookupSeconds    time.Duration
@@ -89,6 +90,7 @@ func parseFlags() (Options, error) {
 	flag.IntVar(&o.BaselinePubs, "baseline-publishers", 6, "connections of the parallel async baseline (the stack has six service processes)")
 	flag.IntVar(&o.StepSamples, "step-samples", 3, "conversations counted for the durable steps per operation")
 	flag.IntVar(&o.ProfileSeconds, "profile-seconds", 10, "CPU profile length at maximum rate")
+	flag.BoolVar(&o.ProfileAll, "profile-all", false, "profile every service at maximum rate, not only the two busiest (adds the stack-wide CPU per send-script by area)")
 	flag.StringVar(&tiers, "scale", "10000,100000", "registry scale tiers (SEs enrolled)")
 	flag.BoolVar(&million, "scale-1m", false, "add the 1,000,000 SE tier (several minutes)")
 	flag.IntVar(&o.Lookups, "lookups", 2000, "sequential get-se-id calls per registry scale tier")
@@ -360,7 +362,12 @@ func runConversationPhases(ctx context.Context, o Options, tmp, profDir string, 
 			return err
 		}
 		logf("CPU profiles at maximum rate (%d drivers, %d s)", res.Throughput.Clients, o.ProfileSeconds)
-		profs, err := profileRun(ctx, s, ses, res.Throughput.Clients, o.ProfileSeconds, profDir, res.Throughput.Processes)
+		limit := 2
+		if o.ProfileAll {
+			limit = len(res.Throughput.Processes)
+		}
+		profs, stack, err := profileRun(ctx, s, ses, res.Throughput.Clients, o.ProfileSeconds, profDir, res.Throughput.Processes, limit)
+		res.StackAreas = stack
 		if err != nil {
 			res.Notes = append(res.Notes, "profiles: "+err.Error())
 			logf("profiles: %v", err)

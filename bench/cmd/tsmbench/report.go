@@ -99,15 +99,19 @@ func renderMarkdown(r *Result) string {
 		} else {
 			p("No errors.\n\n")
 		}
-		p("CPU and memory in the window (machine %.1f %% busy, %.1f %% I/O wait; 100 %% = both cores):\n\n", t.MachineBusyPct, t.MachineIOWaitPct)
-		p("| process | CPU s | CPU %% of one core | of it in the kernel | CPU ms per send-script | RSS MiB | peak RSS MiB |\n|---|---|---|---|---|---|---|\n")
-		var cpu, perScript float64
+		p("CPU and memory in the window (machine %.1f %% busy, of which %.1f %% other jobs; %.1f %% I/O wait; CPU %% of one core: 200 = both cores):\n\n",
+			t.MachineBusyPct, t.OthersPct, t.MachineIOWaitPct)
+		p("| process | CPU s | CPU %% of one core | of it in the kernel | CPU ms per send-script | write syscalls per send-script | disk KiB written per send-script | RSS MiB | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|\n")
+		var cpu, perScript, writes, disk float64
 		for _, u := range t.Processes {
-			p("| %s | %.2f | %.1f | %.0f %% | %.3f | %.1f | %.1f |\n", u.Name, u.CPUSeconds, u.CPUPct, u.SystemPct, u.CPUMsPerScript, u.RSSMiB, u.PeakRSSMiB)
+			p("| %s | %.2f | %.1f | %.0f %% | %.3f | %.1f | %.1f | %.1f | %.1f |\n", u.Name, u.CPUSeconds, u.CPUPct, u.SystemPct, u.CPUMsPerScript,
+				u.WritesPerScript, u.DiskKiBPerScript, u.RSSMiB, u.PeakRSSMiB)
 			cpu += u.CPUSeconds
 			perScript += u.CPUMsPerScript
+			writes += u.WritesPerScript
+			disk += u.DiskKiBPerScript
 		}
-		p("| all | %.2f | %.1f | | %.3f | | |\n", cpu, cpu/t.DurationSeconds*100, perScript)
+		p("| all | %.2f | %.1f | | %.3f | %.1f | %.1f | | |\n", cpu, cpu/t.DurationSeconds*100, perScript, writes, disk)
 		p("\n")
 	}
 
@@ -121,17 +125,26 @@ func renderMarkdown(r *Result) string {
 
 	if len(r.Curve) > 0 {
 		p("### Latency at load (open loop)\n\n")
-		p("| load | target send-script/s | achieved | secured send-script p50 / p95 / p99 ms | all send-scripts p99 ms | begin p99 ms | end p99 ms | start lag p99 ms | machine busy | errors |\n|---|---|---|---|---|---|---|---|---|---|\n")
+		p("| load | target send-script/s | achieved | secured send-script p50 / p95 / p99 ms | all send-scripts p99 ms | begin p99 ms | end p99 ms | start lag p99 ms | machine busy (other jobs) | errors |\n|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, c := range r.Curve {
 			s := c.Latency[opSecured]
-			p("| %d %% | %.1f | %.1f | %.1f / %.1f / %.1f | %.1f | %.1f | %.1f | %.1f | %.0f %% | %s |\n", c.Percent, c.TargetScriptsPerSec, c.AchievedScriptsPerSec,
-				s.P50Ms, s.P95Ms, s.P99Ms, c.Latency[opAnyScript].P99Ms, c.Latency[opBegin].P99Ms, c.Latency[opEnd].P99Ms, c.StartLag.P99Ms, c.MachineBusyPct, errorList(c.Errors))
+			p("| %d %% | %.1f | %.1f | %.1f / %.1f / %.1f | %.1f | %.1f | %.1f | %.1f | %.0f %% (%.0f %%) | %s |\n", c.Percent, c.TargetScriptsPerSec, c.AchievedScriptsPerSec,
+				s.P50Ms, s.P95Ms, s.P99Ms, c.Latency[opAnyScript].P99Ms, c.Latency[opBegin].P99Ms, c.Latency[opEnd].P99Ms, c.StartLag.P99Ms, c.MachineBusyPct, c.OthersPct, errorList(c.Errors))
 		}
 		p("\n")
 	}
 
+	if len(r.StackAreas) > 0 {
+		p("### CPU per send-script over the whole stack, by area (every process profiled at maximum rate)\n\n| area | CPU ms per send-script |\n|---|---|\n")
+		total := 0.0
+		for _, a := range r.StackAreas {
+			p("| %s | %.3f |\n", a.Area, a.MsPerScript)
+			total += a.MsPerScript
+		}
+		p("| all | %.3f |\n\n", total)
+	}
 	if len(r.Profiles) > 0 {
-		p("### CPU profiles at maximum rate\n\n")
+		p("### CPU profiles\n\n")
 		for _, pr := range r.Profiles {
 			p("**%s** (`%s`, %.1f CPU s sampled in %.0f s)\n\n", pr.Service, pr.File, pr.SampledCPUSeconds, pr.Seconds)
 			p("| where the time goes | %% |\n|---|---|\n")

@@ -30,6 +30,9 @@ type Result struct {
 	Ratios     *Ratios         `json:"ratios,omitempty"`
 	Curve      []CurvePoint    `json:"curve,omitempty"`
 	Profiles   []ProfileResult `json:"profiles,omitempty"`
+	// StackAreas is the CPU per send-script of the whole stack by area,
+	// when every process was profiled (-profile-all).
+	StackAreas []AreaCost      `json:"stackAreas,omitempty"`
 	Scale      []ScaleTier     `json:"scale,omitempty"`
 	Targets    []TargetCheck   `json:"targets"`
 	LoadAvg    []LoadAvgSample `json:"loadAverage"`
@@ -176,6 +179,9 @@ type LoadResult struct {
 	// idle with I/O outstanding.
 	MachineBusyPct   float64 `json:"machineBusyPct"`
 	MachineIOWaitPct float64 `json:"machineIOWaitPct"`
+	// OthersPct is the share of all CPUs other processes used meanwhile
+	// (the machine is shared with other jobs).
+	OthersPct float64 `json:"othersPct"`
 	// Hops splits a sample of the measured secured scripts (HopSamples of
 	// them) by the stream timestamps of their step messages.
 	Hops       []HopStat `json:"hops"`
@@ -193,8 +199,13 @@ type ProcUsage struct {
 	CPUPct float64 `json:"cpuPct"`
 	// CPUMsPerScript is the process's CPU per send-script (all kinds).
 	CPUMsPerScript float64 `json:"cpuMsPerScript"`
-	RSSMiB         float64 `json:"rssMiB"`
-	PeakRSSMiB     float64 `json:"peakRssMiB"`
+	// WritesPerScript: write-type syscalls (bbolt writes a page per
+	// pwrite; socket writes) per send-script; DiskKiBPerScript: bytes
+	// written to storage per send-script.
+	WritesPerScript  float64 `json:"writeSyscallsPerScript"`
+	DiskKiBPerScript float64 `json:"diskKiBPerScript"`
+	RSSMiB           float64 `json:"rssMiB"`
+	PeakRSSMiB       float64 `json:"peakRssMiB"`
 }
 
 // Ratios are the two figures issue 6 asks for.
@@ -225,8 +236,9 @@ type CurvePoint struct {
 	// open loop must not slip: a large lag means the driver fell behind).
 	StartLag stats.Summary    `json:"startLag"`
 	Errors   map[string]int64 `json:"errors"`
-	// MachineBusyPct during the window.
+	// MachineBusyPct during the window; OthersPct of it by other jobs.
 	MachineBusyPct float64 `json:"machineBusyPct"`
+	OthersPct      float64 `json:"othersPct"`
 }
 
 // ProfileResult is one CPU profile taken at maximum rate.
@@ -242,6 +254,12 @@ type ProfileResult struct {
 	TopCum  []ProfileEntry `json:"topCum"`
 	// Areas groups the samples by what the time was spent on.
 	Areas []ProfileEntry `json:"areas"`
+}
+
+// AreaCost is the CPU one send-script costs in one area, over all processes.
+type AreaCost struct {
+	Area        string  `json:"area"`
+	MsPerScript float64 `json:"msPerScript"`
 }
 
 // ProfileEntry is one function or area of a profile.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -72,6 +74,7 @@ func closedRun(ctx context.Context, s *system, ses []*benchSE, clients int, warm
 		lr.BusMsgsPerConversation = round(float64(msgs)/float64(lr.Conversations), 2)
 	}
 	lr.Processes, lr.MachineBusyPct, lr.MachineIOWaitPct = usage(snap0, snap1, lr.Scripts)
+	lr.OthersPct = othersPct(lr.Processes, lr.MachineBusyPct, runtime.NumCPU())
 	if m.trace != nil {
 		lr.Hops, lr.HopSamples = loadHops(ctx, s.js, m.trace.traces)
 	}
@@ -95,17 +98,20 @@ func openRun(ctx context.Context, s *system, ses []*benchSE, scriptsPerSec float
 	cp := &CurvePoint{TargetScriptsPerSec: round(scriptsPerSec, 1), DurationSeconds: window.Seconds(),
 		Latency: m.latencies(), StartLag: lag.Summary(), Errors: m.errorCounts()}
 	cp.AchievedScriptsPerSec = round(float64(m.scripts.Load())/window.Seconds(), 1)
-	_, cp.MachineBusyPct, _ = usage(snap0, snap1, 0)
+	var procs []ProcUsage
+	procs, cp.MachineBusyPct, _ = usage(snap0, snap1, 0)
+	cp.OthersPct = othersPct(procs, cp.MachineBusyPct, runtime.NumCPU())
 	return cp, ctx.Err()
 }
 
 // profileRun drives the closed loop again and, after a short warm-up,
-// profiles the two busiest services (by CPU in the throughput window) and
-// this process for seconds.
-func profileRun(ctx context.Context, s *system, ses []*benchSE, clients, seconds int, dir string, busiest []ProcUsage) ([]ProfileResult, error) {
+// profiles the limit busiest services (by CPU in the throughput window) and
+// this process for seconds. With every process profiled it also returns the
+// stack's CPU per send-script by area.
+func profileRun(ctx context.Context, s *system, ses []*benchSE, clients, seconds int, dir string, busiest []ProcUsage, limit int) ([]ProfileResult, []AreaCost, error) {
 	var targets []string
 	for _, p := range busiest {
-		if _, ok := s.pprofAddrs[p.Name]; ok && len(targets) < 2 {
+		if _, ok := s.pprofAddrs[p.Name]; ok && len(targets) < limit {
 			targets = append(targets, p.Name)
 		}
 	}
@@ -117,9 +123,9 @@ func profileRun(ctx context.Context, s *system, ses []*benchSE, clients, seconds
 		wg.Wait()
 	}()
 	if !sleepCtx(ctx, 3*time.Second) {
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
-	m.on.Store(true)
+	m.start()
 	start := time.Now()
 	var mu sync.Mutex
 	var errs []string
@@ -158,10 +164,31 @@ func profileRun(ctx context.Context, s *system, ses []*benchSE, clients, seconds
 		out[i].File = filepath.Join(filepath.Base(dir), out[i].File)
 	}
 	logf("profiles taken at %.1f send-script/s (with profiling on)", rate)
-	if len(errs) > 0 {
-		return out, fmt.Errorf("%s", strings.Join(errs, "; "))
+	var stack []AreaCost
+	if len(out) == len(targets)+1 && len(targets) == len(s.pprofAddrs) && m.scripts.Load() > 0 {
+		stack = stackAreas(out, m.scripts.Load())
 	}
-	return out, nil
+	if len(errs) > 0 {
+		return out, stack, fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return out, stack, nil
+}
+
+// stackAreas adds up the areas of every process's profile, weighted by the
+// CPU each profile sampled, per send-script completed meanwhile.
+func stackAreas(profs []ProfileResult, scripts int64) []AreaCost {
+	ms := map[string]float64{}
+	for _, p := range profs {
+		for _, a := range p.Areas {
+			ms[a.Name] += p.SampledCPUSeconds * 1000 * a.Pct / 100 / float64(scripts)
+		}
+	}
+	var out []AreaCost
+	for name, v := range ms {
+		out = append(out, AreaCost{Area: name, MsPerScript: round(v, 3)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].MsPerScript > out[j].MsPerScript })
+	return out
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

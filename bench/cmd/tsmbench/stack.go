@@ -490,7 +490,8 @@ func (s *system) snapshot() (procSnapshot, error) {
 	return snap, err
 }
 
-// usage turns two snapshots into per-process usage, busiest first.
+// usage turns two snapshots into per-process usage, busiest first, with the
+// machine's busy and I/O wait shares.
 func usage(a, b procSnapshot, scripts int64) ([]ProcUsage, float64, float64) {
 	wall := b.at.Sub(a.at).Seconds()
 	var out []ProcUsage
@@ -505,6 +506,8 @@ func usage(a, b procSnapshot, scripts int64) ([]ProcUsage, float64, float64) {
 		}
 		if scripts > 0 {
 			u.CPUMsPerScript = round(cpu*1000/float64(scripts), 3)
+			u.WritesPerScript = round(float64(pb.WriteSyscalls-pa.WriteSyscalls)/float64(scripts), 1)
+			u.DiskKiBPerScript = round(float64(pb.DiskWriteBytes-pa.DiskWriteBytes)/1024/float64(scripts), 1)
 		}
 		out = append(out, u)
 	}
@@ -547,3 +550,14 @@ var streamNames = func() []string {
 	}
 	return n
 }()
+
+// othersPct is the share of all CPUs (percent) used by processes other than
+// the bench's own (the machine is shared): machine busy minus what the
+// stack's processes used.
+func othersPct(procs []ProcUsage, machineBusyPct float64, nproc int) float64 {
+	ours := 0.0
+	for _, p := range procs {
+		ours += p.CPUPct
+	}
+	return round(max(machineBusyPct-ours/float64(nproc), 0), 1)
+}

@@ -31,6 +31,11 @@ type Proc struct {
 	PeakRSS int64
 	// Threads is the number of OS threads.
 	Threads int
+	// WriteSyscalls counts write-type system calls (write, pwrite, writev,
+	// ...); DiskWriteBytes the bytes the process caused to be written to
+	// storage (both from /proc/<pid>/io; zero if unreadable).
+	WriteSyscalls  int64
+	DiskWriteBytes int64
 }
 
 // Read reads /proc/<pid>/stat and /proc/<pid>/status.
@@ -70,6 +75,21 @@ func Read(pid int) (Proc, error) {
 			p.PeakRSS = kib(v)
 		case "Threads":
 			p.Threads, _ = strconv.Atoi(v)
+		}
+	}
+	if io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		for _, line := range strings.Split(string(io), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if !ok {
+				continue
+			}
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			switch k {
+			case "syscw":
+				p.WriteSyscalls = n
+			case "write_bytes":
+				p.DiskWriteBytes = n
+			}
 		}
 	}
 	return p, nil

@@ -35,6 +35,23 @@ func TestReadSelfBurnsCPU(t *testing.T) {
 	if before.RSS <= 0 || before.PeakRSS < before.RSS || before.Threads < 1 {
 		t.Fatalf("memory fields: %+v", before)
 	}
+	f, err := os.CreateTemp(t.TempDir(), "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i := 0; i < 10; i++ {
+		if _, err := f.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, err := Read(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.WriteSyscalls-before.WriteSyscalls < 10 {
+		t.Fatalf("write syscalls %d -> %d after 10 writes", before.WriteSyscalls, after.WriteSyscalls)
+	}
 }
 
 func TestChildrenAndEnviron(t *testing.T) {
