@@ -356,6 +356,16 @@ func runConversationPhases(ctx context.Context, o Options, tmp, profDir string, 
 				cp.AchievedScriptsPerSec, cp.Latency[opSecured].P50Ms, cp.Latency[opSecured].P99Ms, cp.StartLag.P99Ms)
 		}
 	}
+	if r := res.Ratios; r != nil && len(res.Curve) > 0 && res.Baseline.Sync.P50Ms > 0 {
+		light := res.Curve[0]
+		for _, c := range res.Curve {
+			if c.Percent < light.Percent {
+				light = c
+			}
+		}
+		r.LightPercent = light.Percent
+		r.LatencyOverheadLight = round(light.Latency[opSecured].P50Ms/(res.Steps.PerScript*res.Baseline.Sync.P50Ms), 2)
+	}
 	if o.has("profile") && res.Throughput != nil {
 		sampler.setPhase("profile")
 		if err := os.MkdirAll(profDir, 0o755); err != nil {

@@ -120,7 +120,11 @@ func renderMarkdown(r *Result) string {
 		p("| bus efficiency = (send-scripts/s x steps per script) / raw async publishes/s | **%.3f** |\n", ra.BusEfficiency)
 		p("| the same with every message written in the window (begin and end too) | %.3f |\n", ra.BusEfficiencyAllMsgs)
 		p("| latency overhead = secured send-script p50 / (steps per script x raw sync p50) | **%.2f** |\n", ra.LatencyOverhead)
-		p("| the same with the p50 of every send-script | %.2f |\n\n", ra.LatencyOverheadAllScripts)
+		p("| the same with the p50 of every send-script | %.2f |\n", ra.LatencyOverheadAllScripts)
+		if ra.LightPercent > 0 {
+			p("| latency overhead at %d %% of the maximum rate (little queueing) | %.2f |\n", ra.LightPercent, ra.LatencyOverheadLight)
+		}
+		p("\n")
 	}
 
 	if len(r.Curve) > 0 {

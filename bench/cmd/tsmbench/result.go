@@ -220,6 +220,11 @@ type Ratios struct {
 	LatencyOverhead float64 `json:"latencyOverhead"`
 	// LatencyOverheadAllScripts uses the p50 of every send-script.
 	LatencyOverheadAllScripts float64 `json:"latencyOverheadAllScripts"`
+	// LatencyOverheadLight is LatencyOverhead at the lightest point of the
+	// latency-at-load curve (LightPercent of the maximum rate), where
+	// queueing does not dominate: what the system adds per step.
+	LatencyOverheadLight float64 `json:"latencyOverheadLight,omitempty"`
+	LightPercent         int     `json:"lightPercent,omitempty"`
 }
 
 // CurvePoint is one open-loop run at a fixed rate.
