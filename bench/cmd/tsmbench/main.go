@@ -90,7 +90,7 @@ func parseFlags() (Options, error) {
 	flag.IntVar(&o.BaselinePubs, "baseline-publishers", 6, "connections of the parallel async baseline (the stack has six service processes)")
 	flag.IntVar(&o.StepSamples, "step-samples", 3, "conversations counted for the durable steps per operation")
 	flag.IntVar(&o.ProfileSeconds, "profile-seconds", 10, "CPU profile length at maximum rate")
-	flag.BoolVar(&o.ProfileAll, "profile-all", false, "profile every service at maximum rate, not only the two busiest (adds the stack-wide CPU per send-script by area)")
+	flag.BoolVar(&o.ProfileAll, "profile-all", true, "profile every service at maximum rate (gives the stack-wide CPU per send-script by area); false: only the two busiest")
 	flag.StringVar(&tiers, "scale", "10000,100000", "registry scale tiers (SEs enrolled)")
 	flag.BoolVar(&million, "scale-1m", false, "add the 1,000,000 SE tier (several minutes)")
 	flag.IntVar(&o.Lookups, "lookups", 2000, "sequential get-se-id calls per registry scale tier")

@@ -148,10 +148,18 @@ func renderMarkdown(r *Result) string {
 		p("| all | %.3f |\n\n", total)
 	}
 	if len(r.Profiles) > 0 {
-		p("### CPU profiles\n\n")
+		p("### CPU profiles\n\nOpen one with `go tool pprof -http=: bench/results/<file>`.\n\n")
+		p("| profile | file | CPU s sampled | where the time goes |\n|---|---|---|---|\n")
 		for _, pr := range r.Profiles {
-			p("**%s** (`%s`, %.1f CPU s sampled in %.0f s)\n\n", pr.Service, pr.File, pr.SampledCPUSeconds, pr.Seconds)
-			p("| where the time goes | %% |\n|---|---|\n")
+			var parts []string
+			for _, a := range pr.Areas[:min(len(pr.Areas), 4)] {
+				parts = append(parts, fmt.Sprintf("%s %.0f %%", a.Name, a.Pct))
+			}
+			p("| %s | `%s` | %.1f in %.0f s | %s |\n", pr.Service, pr.File, pr.SampledCPUSeconds, pr.Seconds, strings.Join(parts, ", "))
+		}
+		p("\n")
+		for _, pr := range detailedProfiles(r) {
+			p("**%s**\n\n| where the time goes | %% |\n|---|---|\n", pr.Service)
 			for _, a := range pr.Areas {
 				p("| %s | %.1f |\n", a.Name, a.Pct)
 			}
@@ -160,7 +168,7 @@ func renderMarkdown(r *Result) string {
 				p("| `%s` | %.1f |\n", e.Name, e.Pct)
 			}
 			p("\n| top flat | %% |\n|---|---|\n")
-			for _, e := range pr.TopFlat[:min(len(pr.TopFlat), 10)] {
+			for _, e := range pr.TopFlat[:min(len(pr.TopFlat), 8)] {
 				p("| `%s` | %.1f |\n", e.Name, e.Pct)
 			}
 			p("\n")
@@ -184,6 +192,41 @@ func renderMarkdown(r *Result) string {
 		p("\n")
 	}
 	return b.String()
+}
+
+// detailedProfiles picks the profiles shown in full: the two busiest
+// services at maximum rate, this process (the NATS server), and the registry
+// at its largest scale tier.
+func detailedProfiles(r *Result) []ProfileResult {
+	byName := map[string]ProfileResult{}
+	var scale []ProfileResult
+	for _, pr := range r.Profiles {
+		if strings.HasPrefix(pr.Service, "registry with ") {
+			scale = append(scale, pr)
+			continue
+		}
+		byName[pr.Service] = pr
+	}
+	var out []ProfileResult
+	services := 0
+	if r.Throughput != nil {
+		for _, u := range r.Throughput.Processes {
+			pr, ok := byName[u.Name]
+			if !ok {
+				continue
+			}
+			if u.Name == selfName {
+				out = append(out, pr)
+			} else if services < 2 {
+				out = append(out, pr)
+				services++
+			}
+		}
+	}
+	if len(scale) > 0 {
+		out = append(out, scale[len(scale)-1])
+	}
+	return out
 }
 
 // latencyTable renders per-operation latencies in report order.
