@@ -66,6 +66,10 @@ func renderMarkdown(r *Result) string {
 		p("Hops of a secured script on an idle system (stream timestamps, %d scripts one at a time):\n\n", s.Samples/2)
 		hopTable(&b, s.IdleHops)
 	}
+	if s := r.Steps; s != nil && len(s.IdleHandlers) > 0 {
+		p("Handler time per consumer on the idle bus (the services' tsm_handler_duration_seconds; decode, validation, use case, bbolt commit):\n\n")
+		handlerTable(&b, s.IdleHandlers, false)
+	}
 	if bl := r.Baseline; bl != nil {
 		p("### Raw JetStream on the same server\n\n")
 		p("nats.go, a copy of a step message (%d bytes, %d of them headers, fresh Nats-Msg-Id each), file-storage stream with the duplicate window of TSM_STEPS.\n\n", bl.MessageBytes, bl.HeaderBytes)
@@ -93,6 +97,10 @@ func renderMarkdown(r *Result) string {
 		if len(t.Hops) > 0 && t.HopSamples > 0 {
 			p("Where a secured send-script's time goes at this rate (%d sampled scripts, stream timestamps):\n\n", t.HopSamples)
 			hopTable(&b, t.Hops)
+		}
+		if len(t.Handlers) > 0 {
+			p("Handler time per consumer at this rate (a hop much longer than its handlers is time waiting for a worker):\n\n")
+			handlerTable(&b, t.Handlers, true)
 		}
 		if len(t.Errors) > 0 {
 			p("Errors: %s\n\n", errorList(t.Errors))
@@ -235,6 +243,23 @@ func latencyTable(b *strings.Builder, lat map[string]stats.Summary) {
 	for _, op := range recordedOps {
 		s := lat[op]
 		fmt.Fprintf(b, "| %s | %d | %.1f | %.1f | %.1f | %.1f | %.1f |\n", op, s.Count, s.MeanMs, s.P50Ms, s.P95Ms, s.P99Ms, s.MaxMs)
+	}
+	b.WriteString("\n")
+}
+
+// handlerTable renders handler statistics.
+func handlerTable(b *strings.Builder, hs []HandlerStat, perScript bool) {
+	if perScript {
+		fmt.Fprintf(b, "| consumer | messages | per send-script | mean handler ms |\n|---|---|---|---|\n")
+	} else {
+		fmt.Fprintf(b, "| consumer | messages | mean handler ms |\n|---|---|---|\n")
+	}
+	for _, h := range hs {
+		if perScript {
+			fmt.Fprintf(b, "| %s | %d | %.2f | %.2f |\n", h.Consumer, h.Messages, h.PerScript, h.MeanMs)
+		} else {
+			fmt.Fprintf(b, "| %s | %d | %.2f |\n", h.Consumer, h.Messages, h.MeanMs)
+		}
 	}
 	b.WriteString("\n")
 }

@@ -118,6 +118,8 @@ type StepsResult struct {
 	// IdleHops splits the secured scripts (one at a time, idle system) by
 	// the stream timestamps of their messages.
 	IdleHops []HopStat `json:"idleHops"`
+	// IdleHandlers: mean handler time per consumer during the step count.
+	IdleHandlers []HandlerStat `json:"idleHandlers"`
 }
 
 // ByteStats summarises message sizes.
@@ -186,6 +188,9 @@ type LoadResult struct {
 	// them) by the stream timestamps of their step messages.
 	Hops       []HopStat `json:"hops"`
 	HopSamples int       `json:"hopSamples"`
+	// Handlers: mean handler time per consumer in the window (from the
+	// services' own metrics).
+	Handlers []HandlerStat `json:"handlers"`
 }
 
 // ProcUsage is one process during a window.

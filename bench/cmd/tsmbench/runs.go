@@ -45,6 +45,7 @@ func closedRun(ctx context.Context, s *system, ses []*benchSE, clients int, warm
 	if err != nil {
 		return nil, err
 	}
+	h0 := s.scrapeHandlers(ctx)
 	m.start()
 	if !sleepCtx(ctx, window) {
 		return nil, ctx.Err()
@@ -54,6 +55,7 @@ func closedRun(ctx context.Context, s *system, ses []*benchSE, clients int, warm
 	if err != nil {
 		return nil, err
 	}
+	h1 := s.scrapeHandlers(ctx)
 	seq1, err := s.streamSeqs(ctx)
 	if err != nil {
 		return nil, err
@@ -68,6 +70,7 @@ func closedRun(ctx context.Context, s *system, ses []*benchSE, clients int, warm
 	lr.SecuredPerSec = round(float64(lr.SecuredScripts)/wall, 1)
 	lr.APDUsPerSec = round(float64(lr.APDUs)/wall, 1)
 	lr.ScriptsPerSecond = m.timeline(window)
+	lr.Handlers = handlerDelta(h0, h1, lr.Scripts)
 	_, msgs := seqDelta(seq0, seq1)
 	lr.BusMsgsPerSec = round(float64(msgs)/wall, 1)
 	if lr.Conversations > 0 {

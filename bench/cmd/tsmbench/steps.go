@@ -25,6 +25,7 @@ type stepsSample struct {
 func measureSteps(ctx context.Context, s *system, ses []*benchSE, samples int) (*StepsResult, *nats.Msg, error) {
 	m := newMeter()
 	var all []stepsSample
+	h0 := s.scrapeHandlers(ctx)
 	for i := 0; i < samples; i++ {
 		se := ses[i%len(ses)]
 		smp, err := stepsOfConversation(ctx, s, se, m)
@@ -34,6 +35,7 @@ func measureSteps(ctx context.Context, s *system, ses []*benchSE, samples int) (
 		all = append(all, smp)
 	}
 	res := &StepsResult{ScriptByStream: map[string]float64{}, Samples: 2 * len(all)}
+	res.IdleHandlers = handlerDelta(h0, s.scrapeHandlers(ctx), 0)
 	var begin, end, scripts uint64
 	for _, smp := range all {
 		for stream, n := range smp.setup {
