@@ -29,7 +29,8 @@ func TestSmoke(t *testing.T) {
 		SweepWindow: time.Second, Warmup: time.Second, Duration: 2 * time.Second, CurvePercents: []int{50},
 		CurveWarmup: 500 * time.Millisecond, CurveDuration: 2 * time.Second, BaselineDuration: time.Second,
 		BaselinePubs: 2, StepSamples: 1, ProfileSeconds: 1, ScaleTiers: []int{500}, Lookups: 20,
-		LookupSeconds: time.Second, Phases: allPhases, LogLevel: "warn", ServiceEnv: map[string]string{"LOG_LEVEL": "warn"}}
+		LookupSeconds: time.Second, Phases: allPhases, LogLevel: "warn", ServiceEnv: map[string]string{"LOG_LEVEL": "warn"},
+		MaxOthersPct: 100}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if err := run(ctx, o); err != nil {
