@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -21,7 +20,6 @@ import (
 	"github.com/tsmhub/tsmhub/bench/internal/procstat"
 	"github.com/tsmhub/tsmhub/pkg/devstack"
 	"github.com/tsmhub/tsmhub/pkg/spclient"
-	"github.com/tsmhub/tsmhub/pkg/topology"
 )
 
 // system is a running tsmhub (embedded JetStream server in this process,
@@ -531,25 +529,6 @@ func round(v float64, places int) float64 {
 	}
 	return float64(int64(v*p+0.5)) / p
 }
-
-// spFor returns the bench SP with the id.
-func (s *system) spFor(id string) (*benchSP, error) {
-	for _, sp := range s.sps {
-		if sp.ID == id {
-			return sp, nil
-		}
-	}
-	return nil, errors.New("no SP " + id)
-}
-
-// streamNames are the tsmhub streams, for stable ordering in reports.
-var streamNames = func() []string {
-	var n []string
-	for _, s := range topology.Streams {
-		n = append(n, s.Name)
-	}
-	return n
-}()
 
 // othersPct is the share of all CPUs (percent) used by processes other than
 // the bench's own (the machine is shared): machine busy minus what the
