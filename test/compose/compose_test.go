@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/tsmhub/tsmhub/pkg/bustest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,12 +84,12 @@ func TestComposeFig3WithFaults(t *testing.T) {
 		resp, err := ss.trySend(work)
 		scriptDone <- result{resp, err}
 	}()
-	eventually(t, time.Minute, "the script request stored in TSM_REQ", func() bool {
+	bustest.Eventually(t, time.Minute, "the script request stored in TSM_REQ", func() bool {
 		return h.streamInfo(topology.StreamRequests.Name).State.LastSeq > reqSeq
 	})
 
 	var node string
-	eventually(t, time.Minute, "a leader of TSM_STEPS", func() bool {
+	bustest.Eventually(t, time.Minute, "a leader of TSM_STEPS", func() bool {
 		node = h.streamInfo(topology.StreamSteps.Name).Cluster.Leader
 		return node != ""
 	})
@@ -218,7 +219,7 @@ func connect(t *testing.T) *host {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	eventually(t, 30*time.Second, "NATS connection", nc.IsConnected)
+	bustest.Eventually(t, 30*time.Second, "NATS connection", nc.IsConnected)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -230,7 +231,7 @@ func connect(t *testing.T) *host {
 func (h *host) streamInfo(name string) *jetstream.StreamInfo {
 	h.t.Helper()
 	var info *jetstream.StreamInfo
-	eventually(h.t, time.Minute, "info of stream "+name, func() bool {
+	bustest.Eventually(h.t, time.Minute, "info of stream "+name, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		st, err := h.js.Stream(ctx, name)
@@ -247,7 +248,7 @@ func (h *host) streamInfo(name string) *jetstream.StreamInfo {
 // replica is current (a restarted node has caught up).
 func (h *host) waitReplicasCurrent(t *testing.T, d time.Duration) {
 	t.Helper()
-	eventually(t, d, "every stream replica current", func() bool {
+	bustest.Eventually(t, d, "every stream replica current", func() bool {
 		for _, st := range topology.Streams {
 			info := h.streamInfo(st.Name)
 			if info.Cluster.Leader == "" || len(info.Cluster.Replicas) != info.Config.Replicas-1 {
@@ -273,7 +274,7 @@ func (h *host) counters() map[string]int {
 			APDUsExecuted int `json:"apdusExecuted"`
 		}
 		url := "http://127.0.0.1:" + port("TSMHUB_SESIM_PORT") + "/v1/cards/" + se.SEID + "/counters"
-		eventually(h.t, time.Minute, "counters of "+se.SEID, func() bool {
+		bustest.Eventually(h.t, time.Minute, "counters of "+se.SEID, func() bool {
 			code, err := httpJSON(url, &c)
 			return err == nil && code == 200
 		})
@@ -289,7 +290,7 @@ func (h *host) responsesFor(t *testing.T, spID string) map[string]int {
 	t.Helper()
 	var counts map[string]int
 	var last error
-	eventually(t, 2*time.Minute, "the responses of "+spID, func() bool {
+	bustest.Eventually(t, 2*time.Minute, "the responses of "+spID, func() bool {
 		counts, last = h.readResponses(spID)
 		if last != nil {
 			t.Logf("reading the responses of %s: %v (trying again)", spID, last)
