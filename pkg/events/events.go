@@ -80,6 +80,10 @@ type SPRecord struct {
 	SPID              string `json:"spId"`
 	Name              string `json:"name"`
 	SecurityDomainAID string `json:"securityDomainAid"`
+	// KeyTransportKeyWrapped is the SP's key-transport key, RFC 3394-wrapped
+	// under the key-exchange key the registry shares with the script router
+	// (pkg/keycustody): never the key in clear.
+	KeyTransportKeyWrapped string `json:"keyTransportKeyWrapped,omitempty"`
 }
 
 // ServiceRecord is a catalog entry.
@@ -120,6 +124,8 @@ type ScriptRequested struct {
 	MaxAPDUsPerScript int        `json:"maxApdusPerScript"`
 	MaxScriptBytes    int        `json:"maxScriptBytes"`
 	ValidUntil        time.Time  `json:"validUntil,omitempty"`
+	// Procedure is set on the central TSM's own scripts (never on an SP's).
+	Procedure *ProcedureScript `json:"procedure,omitempty"`
 }
 
 // MNODeliver asks an MNO adapter to deliver APDUs to an SE over the air.
@@ -164,6 +170,11 @@ type ScriptCompleted struct {
 	ScriptID       string                      `json:"scriptId"`
 	SEID           string                      `json:"seId"`
 	Response       contract.SendScriptResponse `json:"response"`
+	// TemporaryKeys answers a ProcedureScript.TemporaryKeys: wrapped under the
+	// SP's key-transport key, for the SP only.
+	TemporaryKeys *contract.TemporaryKeys `json:"temporaryKeys,omitempty"`
+	// KeysRotated lists the SP SDs whose keys the SP replaced in this script.
+	KeysRotated []KeyRotation `json:"keysRotated,omitempty"`
 }
 
 // CommandSucceeded is the rule, shared by the card simulator (which stops a

@@ -106,7 +106,15 @@ func RegistrySP(spID string) string             { return "tsm.reg.sp." + spID }
 func RegistryService(number, ver string) string { return "tsm.reg.svc." + number + "." + ver }
 
 // Internal step subjects.
-func ConversationBegin(seID string) string       { return "tsm.conv." + seID + ".begin" }
+func ConversationBegin(seID string) string { return "tsm.conv." + seID + ".begin" }
+
+// ConversationProcedure carries a ProcedureRequested from the registry to the
+// conversation service (pre-personalize, service life cycle, lost/stolen, audit).
+func ConversationProcedure(seID string) string { return "tsm.conv." + seID + ".procedure" }
+
+// ContentChanged carries the conversation service's ContentChanged snapshots
+// to the registry's content model.
+func ContentChanged(seID string) string          { return "tsm.conv." + seID + ".content" }
 func ScriptRequested(seID string) string         { return "tsm.script." + seID + ".requested" }
 func ScriptCompleted(seID string) string         { return "tsm.script." + seID + ".completed" }
 func MNODeliver(mnoID, seID string) string       { return "tsm.mno." + mnoID + "." + seID + ".deliver" }
@@ -202,6 +210,12 @@ var (
 	ConversationScriptCompleted = Consumer{Service: "conversation", Name: "conversation-script-completed",
 		Stream: StreamSteps.Name, FilterSubjects: []string{"tsm.script.*.completed"}, OrderingToken: 2,
 		MaxDeliver: DefaultMaxDeliver, Description: "answers send-script when its script has run"}
+	ConversationProcedures = Consumer{Service: "conversation", Name: "conversation-procedure", Stream: StreamSteps.Name,
+		FilterSubjects: []string{"tsm.conv.*.procedure"}, OrderingToken: 2, MaxDeliver: DefaultMaxDeliver,
+		Description: "runs pre-personalize, the service life cycle, lost/stolen and audits as durable procedures"}
+	RegistryContent = Consumer{Service: "registry", Name: "registry-content", Stream: StreamSteps.Name,
+		FilterSubjects: []string{"tsm.conv.*.content"}, OrderingToken: 2, MaxDeliver: DefaultMaxDeliver,
+		Description: "applies content changes (SP SDs, service instances, audits) to the registry's content model"}
 	ScriptRouterRequested = Consumer{Service: "scriptrouter", Name: "scriptrouter-requested", Stream: StreamSteps.Name,
 		FilterSubjects: []string{"tsm.script.*.requested"}, OrderingToken: 2, MaxDeliver: DefaultMaxDeliver,
 		Description: "validates and authorizes scripts, routes them to the SE's MNO adapter"}
