@@ -67,6 +67,8 @@ type env struct {
 	mu    sync.Mutex
 	sps   map[string]*spclient.Client
 	logs  *bustest.Buffer
+	// dir holds the stack's data: the JetStream store and every service's bbolt files.
+	dir string
 }
 
 // startEnv starts a full stack with the demo data set.
@@ -83,7 +85,7 @@ func startEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, stack: st, sps: map[string]*spclient.Client{}, logs: logs}
+	e := &env{t: t, stack: st, sps: map[string]*spclient.Client{}, logs: logs, dir: dir}
 	t.Cleanup(func() {
 		e.closeClients()
 		st.Stop()
