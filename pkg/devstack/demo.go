@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 )
 
 // Demo data set of the embedded default (README "Demo data set"). Key values
@@ -18,6 +19,14 @@ var (
 		{SEID: "0100000000000003", MSI: "+4915100000003", MNO: "mno-b", SEType: "eSE", Configuration: "embedded-3p"},
 		{SEID: "0100000000000004", MSI: "+4915100000004", MNO: "mno-b", SEType: "UICC", Configuration: "uicc-3p"},
 	}
+	// DemoBlankSEs are demo SEs issued without SP security domains, for the
+	// pre-personalize walkthrough (docs/content-management.md): an SP gets its
+	// SD there only from pre-personalize, with temporary keys. They are kept
+	// apart from DemoSEs, whose every card has a pre-issued SD per demo SP
+	// (tests run SP conversations on each of those).
+	DemoBlankSEs = []DemoSE{
+		{SEID: "0100000000000005", MSI: "+4915100000005", MNO: "mno-a", SEType: "eSE", Configuration: "embedded"},
+	}
 	// DemoSPs with their SD AIDs. The SD keys of the pre-issued SDs are
 	// KDF3-diversified from DemoSPMasterKey (the se-simulator's default).
 	DemoSPs = []DemoSP{
@@ -28,6 +37,11 @@ var (
 
 // DemoSPMasterKey is the se-simulator's demo default SP SD master key.
 const DemoSPMasterKey = "505152535455565758595A5B5C5D5E5F"
+
+// AllDemoSEs returns every demo SE: DemoSEs, then DemoBlankSEs.
+func AllDemoSEs() []DemoSE {
+	return append(append([]DemoSE(nil), DemoSEs...), DemoBlankSEs...)
+}
 
 // DemoSE is one demo SE.
 type DemoSE struct{ SEID, MSI, MNO, SEType, Configuration string }
@@ -62,19 +76,23 @@ func SeedDemo(ctx context.Context, registryAddr string) error {
 			body any
 		}{"/v1/services/2/1", map[string]any{"spId": "transit1", "elfAid": "A00000055501", "moduleAid": "A0000005550101", "instanceAid": "A000000555010102"}},
 	)
-	for _, se := range DemoSEs {
-		var pre []map[string]string
-		for _, sp := range DemoSPs {
-			pre = append(pre, map[string]string{"spId": sp.SPID, "aid": sp.SDAID})
+	for _, se := range AllDemoSEs() {
+		body := map[string]any{
+			"msi": se.MSI, "msiType": "MSISDN", "mno": se.MNO, "seType": se.SEType, "configuration": se.Configuration,
+			"profileId": "demo-profile-1", "gpVersion": "2.3.1", "javaCardVersion": "3.0.5",
+			"certificationLevel": "EMVCo", "expiresAt": "2036-01-01T00:00:00Z",
+		}
+		if !slices.Contains(DemoBlankSEs, se) {
+			var pre []map[string]string
+			for _, sp := range DemoSPs {
+				pre = append(pre, map[string]string{"spId": sp.SPID, "aid": sp.SDAID})
+			}
+			body["preIssuedSpDomains"] = pre
 		}
 		puts = append(puts, struct {
 			path string
 			body any
-		}{"/v1/ses/" + se.SEID, map[string]any{
-			"msi": se.MSI, "msiType": "MSISDN", "mno": se.MNO, "seType": se.SEType, "configuration": se.Configuration,
-			"profileId": "demo-profile-1", "gpVersion": "2.3.1", "javaCardVersion": "3.0.5",
-			"certificationLevel": "EMVCo", "expiresAt": "2036-01-01T00:00:00Z", "preIssuedSpDomains": pre,
-		}})
+		}{"/v1/ses/" + se.SEID, body})
 	}
 	for _, p := range puts {
 		if err := put(ctx, base+p.path, p.body); err != nil {
