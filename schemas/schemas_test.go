@@ -29,6 +29,7 @@ var internalTypes = []string{
 	"tsmhub.registry.se.v1", "tsmhub.registry.mno.v1", "tsmhub.registry.sp.v1", "tsmhub.registry.service.v1",
 	"tsmhub.conversation.begin.v1", "tsmhub.script.requested.v1", "tsmhub.script.completed.v1",
 	"tsmhub.mno.deliver.v1", "tsmhub.se.execute.v1", "tsmhub.se.executed.v1",
+	"tsmhub.procedure.requested.v1", "tsmhub.content.changed.v1",
 }
 
 func expectedTypes() []string {
