@@ -56,7 +56,7 @@ func contentSamples() []contentSample {
 					TemporaryKeys: &events.TemporaryKeysRequest{SPID: "bank1", SecurityDomainAID: sdBank, KeyVersion: 0x30}}}},
 		{"step completed with temporary keys", topology.ScriptCompleted(seBlank), events.TypeScriptCompleted, "scriptrouter",
 			events.ScriptCompleted{Request: req, ConversationID: "proc-1", ScriptID: "proc-1-1", SEID: seBlank,
-				Response: contract.SendScriptResponse{Result: contract.Success(), Responses: []string{"9000", "9000"}},
+				Response:      contract.SendScriptResponse{Result: contract.Success(), Responses: []string{"9000", "9000"}},
 				TemporaryKeys: &contract.TemporaryKeys{KeyVersion: 0x30, Algorithm: contract.TemporaryKeyAlgorithm, Wrapped: wrappedSample}}},
 		{"script completed with key rotation", topology.ScriptCompleted(seBlank), events.TypeScriptCompleted, "scriptrouter",
 			events.ScriptCompleted{Request: events.RequestRef{SPID: "bank1", RequestID: "ss-2", Op: topology.OpSendScript},
