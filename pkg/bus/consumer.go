@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"runtime/debug"
 	"strconv"
@@ -305,7 +304,7 @@ func (w *consumerRun) run(ctx context.Context) error {
 		w.mu.Lock()
 		w.pending[m] = struct{}{}
 		w.mu.Unlock()
-		w.workers[w.stripe(m.Subject())] <- m
+		w.workers[w.stripe(m)] <- m
 	}
 	for _, ch := range w.workers {
 		close(ch)
@@ -314,18 +313,101 @@ func (w *consumerRun) run(ctx context.Context) error {
 	return nil
 }
 
-func (w *consumerRun) stripe(subject string) int {
-	i := w.rt.consumer.OrderingToken
-	key := subject
-	if i >= 0 {
-		t := strings.Split(subject, ".")
-		if i < len(t) {
-			key = t[i]
+// stripe picks the worker of m: messages with the same ordering key always go
+// to the same worker, one at a time, in stream order.
+func (w *consumerRun) stripe(m jetstream.Msg) int {
+	key := OrderingKey(w.rt.consumer, m.Subject(), m.Headers(), m.Data())
+	// FNV-1a, inline: no allocation per message.
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= 16777619
+	}
+	return int(h % uint32(len(w.workers)))
+}
+
+// OrderingKey is the key whose messages consumer c processes strictly in
+// order: the value of the first of c.OrderingFields present in the event data
+// when c names fields (SP requests: conversation id, SE id, MSI), else subject
+// token c.OrderingToken (the SE id of internal steps), else the whole subject.
+// A message of a consumer with OrderingFields that carries none of them (an
+// invalid request, or an operation that names no SE) is keyed by its ce-id,
+// which spreads such messages over the workers: their relative order does
+// not matter, and each is idempotent by itself.
+func OrderingKey(c topology.Consumer, subject string, h nats.Header, body []byte) string {
+	if len(c.OrderingFields) > 0 {
+		v, id := dataField(h, body, c.OrderingFields)
+		switch {
+		case v != "":
+			return v
+		case id != "":
+			return "ce-id:" + id
+		default:
+			return subject
 		}
 	}
-	h := fnv.New32a()
-	h.Write([]byte(key))
-	return int(h.Sum32() % uint32(len(w.workers)))
+	if i := c.OrderingToken; i >= 0 {
+		rest := subject
+		for n := 0; ; n++ {
+			dot := strings.IndexByte(rest, '.')
+			if n == i {
+				if dot < 0 {
+					return rest
+				}
+				return rest[:dot]
+			}
+			if dot < 0 {
+				break // fewer tokens: the whole subject
+			}
+			rest = rest[dot+1:]
+		}
+	}
+	return subject
+}
+
+// dataField returns the first non-empty top-level string field of fields in
+// the event data of a binary-mode or structured-mode CloudEvent, and the
+// event's id. It reads only what ordering needs: a body that is not a JSON
+// object simply has no fields (the handler reports what is wrong with it).
+func dataField(h nats.Header, body []byte, fields []string) (value, id string) {
+	data := body
+	id = headerValue(h, "ce-id")
+	if headerValue(h, "ce-specversion") == "" &&
+		strings.HasPrefix(strings.ToLower(headerValue(h, HeaderContentType)), ContentTypeStructured) {
+		var env struct {
+			ID   string          `json:"id"`
+			Data json.RawMessage `json:"data"`
+		}
+		if json.Unmarshal(body, &env) != nil {
+			return "", id
+		}
+		data, id = env.Data, env.ID
+	}
+	var top map[string]json.RawMessage
+	if json.Unmarshal(data, &top) != nil {
+		return "", id
+	}
+	for _, f := range fields {
+		var v string
+		if raw, ok := top[f]; ok && json.Unmarshal(raw, &v) == nil && v != "" {
+			return v, id
+		}
+	}
+	return "", id
+}
+
+// headerValue reads a header case-insensitively (hand-written clients do not
+// agree on the case of ce-* names).
+func headerValue(h nats.Header, name string) string {
+	if v, ok := h[name]; ok && len(v) > 0 {
+		return v[0]
+	}
+	for k, v := range h {
+		if len(v) > 0 && strings.EqualFold(k, name) {
+			return v[0]
+		}
+	}
+	return ""
 }
 
 // process runs the handler with in-place retries, then acks, or dead-letters.

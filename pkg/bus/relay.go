@@ -1,8 +1,10 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -14,19 +16,39 @@ import (
 // relayBatch bounds how many outbox entries are in flight at once.
 const relayBatch = 512
 
-// RunRelay publishes outbox entries in commit order until ctx ends. Each entry
-// is deleted only after JetStream acknowledged it; a crash in between
+// Published outbox entries are deleted by the next group commit of the
+// service's own transactions (commitLoop), so that a hop costs one commit,
+// not two. When no commit comes (an idle service), the relay commits their
+// deletion itself once the oldest has waited publishedIdle, or at once when
+// maxPublished wait.
+const (
+	publishedIdle = 200 * time.Millisecond
+	maxPublished  = 4096
+)
+
+// RunRelay publishes outbox entries in commit order until ctx ends. An entry
+// is deleted only after JetStream acknowledged it, in a later commit (see
+// above); until then the relay skips it by position. A crash in between
 // re-publishes it with the same Nats-Msg-Id, which JetStream (within its
-// duplicate window) and the consumers' inboxes (beyond it) absorb.
+// duplicate window) and the consumers' inboxes (beyond it) absorb: entries
+// are never lost, and published twice only with the same id.
 func (s *Store) RunRelay(ctx context.Context, js jetstream.JetStream, log *slog.Logger) {
 	if log == nil {
 		log = slog.Default()
 	}
+	// A clean stop leaves nothing to re-publish at the next start.
+	defer s.flushPublished()
 	retry := time.Duration(0)
 	for {
-		n, err := s.relayOnce(ctx, js)
+		n, err := s.relayOnce(ctx, js, log)
 		if ctx.Err() != nil {
 			return
+		}
+		wait := time.Second // periodic sweep: entries left by a crash before the first wake
+		if age, pending := s.publishedAge(); pending >= maxPublished || (pending > 0 && age >= publishedIdle) {
+			s.flushPublished()
+		} else if pending > 0 {
+			wait = publishedIdle - age
 		}
 		switch {
 		case err != nil:
@@ -47,13 +69,15 @@ func (s *Store) RunRelay(ctx context.Context, js jetstream.JetStream, log *slog.
 			continue // more waiting
 		}
 		retry = 0
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-s.wake:
-		case <-time.After(time.Second):
-			// Periodic sweep: entries left by a crash before the first wake.
+		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 
@@ -62,15 +86,61 @@ type relayItem struct {
 	msg *nats.Msg
 }
 
-func (s *Store) relayOnce(ctx context.Context, js jetstream.JetStream) (int, error) {
+// relayPosition returns the key of the last entry JetStream acknowledged
+// (nil: start from the first entry).
+func (s *Store) relayPosition() []byte {
+	s.outMu.Lock()
+	defer s.outMu.Unlock()
+	return s.relayAfter
+}
+
+// unpublished positions c on the first outbox entry after the relay's
+// position.
+func unpublished(c *bolt.Cursor, after []byte) (k, v []byte) {
+	if after == nil {
+		return c.First()
+	}
+	k, v = c.Seek(after)
+	if k != nil && bytes.Equal(k, after) {
+		k, v = c.Next()
+	}
+	return k, v
+}
+
+// publishedAge reports how long the oldest published entry has waited for
+// deletion, and how many wait.
+func (s *Store) publishedAge() (time.Duration, int) {
+	s.outMu.Lock()
+	defer s.outMu.Unlock()
+	if len(s.published) == 0 {
+		return 0, 0
+	}
+	return time.Since(s.publishedAt), len(s.published)
+}
+
+// flushPublished commits the deletion of published entries now (the commit
+// takes them, see commitLoop). A failure leaves them for the next commit.
+func (s *Store) flushPublished() {
+	if _, n := s.publishedAge(); n == 0 {
+		return
+	}
+	_ = s.Update(func(*Tx) error { return nil })
+}
+
+func (s *Store) relayOnce(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (int, error) {
+	// Rounds are exclusive: the position is advanced by one round at a time.
+	s.relayMu.Lock()
+	defer s.relayMu.Unlock()
+	after := s.relayPosition()
 	var items []relayItem
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketOutbox).Cursor()
-		for k, v := c.First(); k != nil && len(items) < relayBatch; k, v = c.Next() {
+		for k, v := unpublished(c, after); k != nil && len(items) < relayBatch; k, v = c.Next() {
 			var e outboxEntry
 			if err := json.Unmarshal(v, &e); err != nil {
 				// A corrupt entry cannot be published; keep it for an operator
 				// rather than dropping it, but do not block the others.
+				log.Error("outbox relay: corrupt outbox entry kept unpublished", "key", fmt.Sprintf("%x", k), "error", err)
 				continue
 			}
 			m := nats.NewMsg(e.Subject)
@@ -94,7 +164,7 @@ func (s *Store) relayOnce(ctx context.Context, js jetstream.JetStream) (int, err
 		}
 		futures[i] = f
 	}
-	// Keep the acknowledged prefix only: deleting past a failure could let a
+	// Keep the acknowledged prefix only: moving past a failure could let a
 	// later event overtake an earlier one for the same SE.
 	acked := 0
 	timeout := time.NewTimer(10 * time.Second)
@@ -115,19 +185,15 @@ wait:
 		}
 	}
 	if acked > 0 {
-		keys := items[:acked]
-		err := s.Update(func(tx *Tx) error {
-			b := tx.Bucket(bucketOutbox)
-			for _, it := range keys {
-				if err := b.Delete(it.key); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return acked, err
+		s.outMu.Lock()
+		if len(s.published) == 0 {
+			s.publishedAt = time.Now()
 		}
+		for _, it := range items[:acked] {
+			s.published = append(s.published, it.key)
+		}
+		s.relayAfter = items[acked-1].key
+		s.outMu.Unlock()
 	}
 	if pubErr != nil {
 		return acked, pubErr
@@ -135,11 +201,17 @@ wait:
 	return acked, nil
 }
 
-// OutboxLen reports how many events wait to be published (for /readyz and metrics).
+// OutboxLen reports how many events wait to be published (for /readyz and
+// metrics): the entries after the relay's position. Published entries whose
+// deletion has not been committed yet are not counted.
 func (s *Store) OutboxLen() int {
+	after := s.relayPosition()
 	n := 0
 	_ = s.db.View(func(tx *bolt.Tx) error {
-		n = tx.Bucket(bucketOutbox).Stats().KeyN
+		c := tx.Bucket(bucketOutbox).Cursor()
+		for k, _ := unpublished(c, after); k != nil; k, _ = c.Next() {
+			n++
+		}
 		return nil
 	})
 	return n

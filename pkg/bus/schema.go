@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -24,6 +25,8 @@ type Schemas struct {
 	mu       sync.Mutex
 	compiled map[string]*jsonschema.Schema
 	compiler *jsonschema.Compiler
+	// skipInternal turns CheckEvent off for internal event types.
+	skipInternal atomic.Bool
 }
 
 // LoadSchemas compiles every embedded schema.
@@ -66,6 +69,20 @@ func (s *Schemas) Has(ceType string) bool {
 	return ok
 }
 
+// SetCheckInternal sets whether CheckEvent validates internal events: the
+// tsmhub.* types that the services emit to each other (on after
+// LoadSchemas). The public contract's types (tsm.*: what SPs send and are
+// sent) are checked either way, and Validate always checks. Internal events
+// are built from Go types by tsmhub's own code and checked against their
+// schemas in its tests; validating every one on consume costs ~6 % of the
+// stack's CPU at the maximum rate (BENCHMARKS.md), so production services
+// turn it off (servicekit, VALIDATE_INTERNAL_EVENTS).
+func (s *Schemas) SetCheckInternal(on bool) { s.skipInternal.Store(!on) }
+
+// internalType reports whether ceType is one of tsmhub's internal event
+// types rather than a public contract type (tsm.<op>.request, ...).
+func internalType(ceType string) bool { return !strings.HasPrefix(ceType, "tsm.") }
+
 // Validate checks data against the schema of ceType. The error lists what is
 // wrong by JSON pointer, in words an SP integrator can act on.
 func (s *Schemas) Validate(ceType string, data []byte) error {
@@ -87,12 +104,13 @@ func (s *Schemas) Validate(ceType string, data []byte) error {
 }
 
 // CheckEvent validates the data of ev against the published schema of its
-// type, when there is one (a nil Schemas checks nothing). The returned error,
+// type, when there is one (a nil Schemas checks nothing; internal types
+// only while SetCheckInternal is on). The returned error,
 // and the warning it logs, name the JSON locations at fault only: Validate's
 // message quotes offending values, which may be APDU data.
 func (s *Schemas) CheckEvent(ev event.Event, log *slog.Logger) error {
 	ceType := ev.Type()
-	if s == nil || !s.Has(ceType) {
+	if s == nil || !s.Has(ceType) || (s.skipInternal.Load() && internalType(ceType)) {
 		return nil
 	}
 	err := s.Validate(ceType, ev.Data())

@@ -41,6 +41,22 @@ type Store struct {
 	closeMu sync.Mutex
 	closed  bool
 	done    chan struct{}
+
+	// relayMu makes relay rounds exclusive (a store may run more than one
+	// relay; they then take turns instead of publishing the same entries).
+	relayMu sync.Mutex
+	// outMu guards the relay's position and the published entries awaiting
+	// deletion, shared by the relay, the committer and OutboxLen.
+	outMu sync.Mutex
+	// relayAfter is the key of the last outbox entry JetStream acknowledged
+	// (nil: none yet since open). Keys grow in commit order, so everything
+	// after it is unpublished; entries up to it wait in published for deletion.
+	relayAfter []byte
+	// published are outbox keys JetStream acknowledged, deleted by the next
+	// group commit (see commitLoop) rather than by a commit of their own.
+	published [][]byte
+	// publishedAt is when published last became non-empty.
+	publishedAt time.Time
 }
 
 // StoreConfig configures OpenStore.
@@ -56,7 +72,16 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o750); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	// The freelist is not written on commit (NoFreelistSync) but rebuilt by
+	// scanning the file at open, and kept as a hash map rather than a sorted
+	// array: a file with many free pages (the registry's after a large
+	// import: every SE's outbox entry written and deleted) otherwise pays for
+	// copying and writing the whole list on every commit, which made each
+	// get-se-id at 1,000,000 SEs cost ~7 ms instead of ~1 ms (BENCHMARKS.md).
+	// Durability is unchanged: the freelist is derived data, and a file
+	// written either way opens either way.
+	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: 5 * time.Second,
+		NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", cfg.Path, err)
 	}
@@ -144,7 +169,14 @@ func (s *Store) commitLoop() {
 			}
 		}
 		emitted := 0
+		// Published outbox entries are deleted in this commit: no commit (and
+		// no fsync) of their own. If the group fails they are put back for
+		// the next one; until then the relay skips them by position.
+		published := s.takePublished()
 		errGroup := s.db.Update(func(btx *bolt.Tx) error {
+			if err := deleteOutbox(btx, published); err != nil {
+				return err
+			}
 			for _, p := range group {
 				tx := &Tx{Tx: btx}
 				if err := runTx(p.fn, tx); err != nil {
@@ -159,6 +191,7 @@ func (s *Store) commitLoop() {
 				p.done <- nil
 			}
 		} else {
+			s.returnPublished(published)
 			emitted = 0
 			for _, p := range group {
 				var n int
@@ -181,6 +214,43 @@ func (s *Store) commitLoop() {
 			}
 		}
 	}
+}
+
+// takePublished hands the published outbox keys to a commit.
+func (s *Store) takePublished() [][]byte {
+	s.outMu.Lock()
+	defer s.outMu.Unlock()
+	keys := s.published
+	s.published = nil
+	s.publishedAt = time.Time{}
+	return keys
+}
+
+// returnPublished gives keys back after the commit that was to delete them
+// failed.
+func (s *Store) returnPublished(keys [][]byte) {
+	if len(keys) == 0 {
+		return
+	}
+	s.outMu.Lock()
+	defer s.outMu.Unlock()
+	if len(s.published) == 0 {
+		s.publishedAt = time.Now()
+	}
+	s.published = append(keys, s.published...)
+}
+
+func deleteOutbox(btx *bolt.Tx, keys [][]byte) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	b := btx.Bucket(bucketOutbox)
+	for _, k := range keys {
+		if err := b.Delete(k); err != nil {
+			return fmt.Errorf("delete published outbox entry: %w", err)
+		}
+	}
+	return nil
 }
 
 // runTx calls fn and turns a panic into an error so a bad handler can never
@@ -313,6 +383,16 @@ func u64key(n uint64) []byte {
 // It reports whether the key had been seen before and the responses already
 // sent for it: a re-sent request is then answered from these and never
 // executed twice; seen without replies means the first one is still running.
+//
+// Read-only operations (get-se-id, get-se-data) are recorded and committed
+// like the others before they are answered, fsync included. Their stored
+// reply is what gives a re-sent ce-id the original answer even after the SE's
+// MSI or data changed meanwhile, and the reply leaves through the outbox,
+// which must be durable before the request is acked. bbolt can skip the fsync
+// only for the whole file (NoSync), and then a power loss can corrupt the
+// file instead of losing the last commit. The cost is shared instead: with SP
+// requests ordered per SE or MSI rather than per SP (topology.RegistryRequests),
+// the look-ups in flight share one group commit.
 func (tx *Tx) AcceptRequest(requestKey string) (replies []StoredReply, seen bool, err error) {
 	b := tx.Bucket(bucketReplies)
 	if b.Get([]byte(requestKey)) == nil {

@@ -37,6 +37,12 @@ type Config struct {
 	StreamReplicas int
 	// Workers per consumer [CONSUMER_WORKERS, default 32].
 	Workers int
+	// SkipInternalSchemas stops validating consumed internal events (tsmhub.*
+	// types) against their JSON Schemas; SP requests are validated either way.
+	// FromEnv sets it unless VALIDATE_INTERNAL_EVENTS is true [default false:
+	// skipped]. The zero value validates everything, as the services' tests
+	// want; see bus.Schemas.SetCheckInternal for why production skips it.
+	SkipInternalSchemas bool
 	// Buckets the service keeps in its bbolt file.
 	Buckets []string
 	// Log is the service logger (default: ops.NewLogger(Name)).
@@ -60,6 +66,13 @@ func FromEnv(name, defaultHTTP string) (Config, error) {
 	}
 	if cfg.Workers, err = ops.EnvInt("CONSUMER_WORKERS", 32); err != nil {
 		return cfg, err
+	}
+	switch v := ops.Env("VALIDATE_INTERNAL_EVENTS", "false"); v {
+	case "true", "1":
+	case "false", "0":
+		cfg.SkipInternalSchemas = true
+	default:
+		return cfg, fmt.Errorf("VALIDATE_INTERNAL_EVENTS=%q: set true or false", v)
 	}
 	return cfg, nil
 }
@@ -89,6 +102,7 @@ func Start(ctx context.Context, cfg Config) (*Kit, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load schemas: %w", err)
 	}
+	schemas.SetCheckInternal(!cfg.SkipInternalSchemas)
 	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	nc, js, err := bus.Connect(cctx, cfg.NATSURL, "tsmhub-"+cfg.Name, cfg.Log)

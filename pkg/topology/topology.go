@@ -182,6 +182,12 @@ type Consumer struct {
 	// OrderingToken is the index of the subject token whose messages are
 	// processed strictly in order (the SE id); -1 processes in any order.
 	OrderingToken int
+	// OrderingFields, when set, replace OrderingToken: messages are processed
+	// strictly in order per value of the first of these top-level string
+	// fields of the event data that is present and not empty (SP requests,
+	// whose subject names the SP but neither the SE nor the conversation). A
+	// message with none of them is ordered by its ce-id, i.e. in any order.
+	OrderingFields []string
 	// MaxDeliver bounds redeliveries before the message goes to the DLQ.
 	MaxDeliver int
 	// Description says what the consumer does.
@@ -199,14 +205,16 @@ var Backoff = []time.Duration{200 * time.Millisecond, time.Second, 2 * time.Seco
 // Consumers of each service.
 var (
 	RegistryRequests = Consumer{Service: "registry", Name: "registry-requests", Stream: StreamRequests.Name,
-		FilterSubjects: []string{"tsm.sp.*.req.>"}, OrderingToken: -1, MaxDeliver: DefaultMaxDeliver,
+		FilterSubjects: []string{"tsm.sp.*.req.>"}, OrderingToken: -1, OrderingFields: []string{"seId", "msi"},
+		MaxDeliver:  DefaultMaxDeliver,
 		Description: "answers get-se-id and get-se-data, resolves the SE of begin-conversation, answers unknown ops"}
 	ConversationBegins = Consumer{Service: "conversation", Name: "conversation-begin", Stream: StreamSteps.Name,
 		FilterSubjects: []string{"tsm.conv.*.begin"}, OrderingToken: 2, MaxDeliver: DefaultMaxDeliver,
 		Description: "opens conversations on SEs resolved by the registry"}
 	ConversationRequests = Consumer{Service: "conversation", Name: "conversation-requests", Stream: StreamRequests.Name,
 		FilterSubjects: []string{SPRequest("*", OpSendScript), SPRequest("*", OpEndConversation)}, OrderingToken: 2,
-		MaxDeliver: DefaultMaxDeliver, Description: "accepts scripts into open conversations and ends conversations"}
+		OrderingFields: []string{"conversationId"}, MaxDeliver: DefaultMaxDeliver,
+		Description: "accepts scripts into open conversations and ends conversations"}
 	ConversationScriptCompleted = Consumer{Service: "conversation", Name: "conversation-script-completed",
 		Stream: StreamSteps.Name, FilterSubjects: []string{"tsm.script.*.completed"}, OrderingToken: 2,
 		MaxDeliver: DefaultMaxDeliver, Description: "answers send-script when its script has run"}
