@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,9 +57,12 @@ Keys: --sd-master-key derives the SD's keys with kdf3 over the KDD the card
 returns (pre-issued SP SDs); --keys gives the static keys (e.g. after a key
 rotation); --wrapped-keys with --ktk takes the temporary keys exactly as
 pre-personalize returned them (temporaryKeys.wrapped) and unwraps them in
-memory. $TSM_SD_MASTER_KEY, $TSM_SD_KEYS and $TSM_KTK are read when the flags
-are not given, which keeps keys out of the process list. Keys are never
-printed.
+memory. --keys-file reads the file of tsmctl pre-personalize --keys-out: its
+keys (wrapped: give --ktk, --ktk-file or $TSM_KTK; or in clear with
+--plain-keys), and, unless given, --se, --target-aid (the SP's SD) and --kvn
+(the temporary key version). $TSM_SD_MASTER_KEY, $TSM_SD_KEYS and $TSM_KTK are
+read when the flags are not given, which keeps keys out of the process list.
+Keys are never printed.
 
 Example (the README walkthrough):
   # 1-init.txt                    # 2-rotate.txt
@@ -66,13 +70,19 @@ Example (the README walkthrough):
   initialize-update 30            get-status 40
                                   put-key 30 31 <enc>:<mac>:<dek>
   tsmctl --sp bank-a converse --se 0102030405060708 --target-aid A000000555AA01 \
-      --operation key-rotation --sd-master-key $KEY --script 1-init.txt --script 2-rotate.txt`
+      --operation key-rotation --sd-master-key $KEY --script 1-init.txt --script 2-rotate.txt
+
+After pre-personalize (SD created with temporary keys, KVN 30):
+  tsmctl --sp bank1 pre-personalize --se 0100000000000005 --service 1/1 --ktk-file bank1.ktk --keys-out se5.keys.json
+  tsmctl --sp bank1 converse --keys-file se5.keys.json --ktk-file bank1.ktk --operation key-rotation \
+      --script 1-init.txt --script 2-rotate.txt`
 
 var converseCommand = &command{
 	name:    "converse",
 	summary: "begin a conversation, send one script per --script file, end it (end-to-end SCP03)",
 	usage: "--se <seId> --target-aid <aid> --operation key-rotation|personalization|post-personalization|other\n" +
-		"       [--service-id number:version] [--sd-master-key hex | --keys enc:mac:dek | --wrapped-keys hex --ktk hex]\n" +
+		"       [--service-id number:version]\n" +
+		"       [--sd-master-key hex | --keys enc:mac:dek | --wrapped-keys hex --ktk hex | --keys-file file [--ktk hex | --ktk-file file]]\n" +
 		"       [--kvn 30] [--level 03]" +
 		" [--continue-on-error] --script file1 [--script file2 ...] [--outcome success]",
 	help: scriptFormatHelp,
@@ -85,7 +95,9 @@ var converseCommand = &command{
 		fs.StringVar(&o.masterKey, "sd-master-key", "", "SD master key in hex ($TSM_SD_MASTER_KEY)")
 		fs.StringVar(&o.keys, "keys", "", "static SD keys enc:mac:dek in hex ($TSM_SD_KEYS)")
 		fs.StringVar(&o.wrappedKeys, "wrapped-keys", "", "temporary SD keys as pre-personalize returned them (temporaryKeys.wrapped, hex); needs --ktk")
-		fs.StringVar(&o.ktk, "ktk", "", "the SP's key-transport key in hex, to unwrap --wrapped-keys ($TSM_KTK)")
+		fs.StringVar(&o.ktk, "ktk", "", "the SP's key-transport key in hex, to unwrap --wrapped-keys or --keys-file ($TSM_KTK)")
+		fs.StringVar(&o.ktkFile, "ktk-file", "", "file holding the SP's key-transport key in hex (instead of --ktk)")
+		fs.StringVar(&o.keysFile, "keys-file", "", "keys file of `tsmctl pre-personalize --keys-out`: keys, SE, SD and key version")
 		fs.StringVar(&o.kvn, "kvn", "30", "key version for initialize-update, hex (00 = default key set)")
 		fs.StringVar(&o.level, "level", "03", "security level for external-authenticate, hex")
 		fs.BoolVar(&o.continueOnError, "continue-on-error", false, "let the SE run the rest of a script after a failing command")
@@ -96,6 +108,7 @@ var converseCommand = &command{
 				e.errorf("converse takes no arguments (scripts go in --script)")
 				return exitUsage
 			}
+			fs.Visit(func(f *flag.Flag) { o.set = append(o.set, f.Name) })
 			return converse(ctx, e, o)
 		}
 	},
@@ -105,10 +118,40 @@ var converseCommand = &command{
 type converseOptions struct {
 	seID, targetAID, operation, serviceID string
 	masterKey, keys, kvn, level           string
-	wrappedKeys, ktk                      string
+	wrappedKeys, ktk, ktkFile, keysFile   string
 	continueOnError                       bool
 	scripts                               stringList
 	outcome                               string
+	// set lists the flags given on the command line.
+	set []string
+	// kf is the loaded --keys-file.
+	kf *keysFile
+}
+
+// applyKeysFile loads --keys-file and takes --se, --target-aid and --kvn
+// from it when they were not given; a given --se must match the file's.
+func (o *converseOptions) applyKeysFile() error {
+	if o.keysFile == "" {
+		return nil
+	}
+	kf, err := loadKeysFile(o.keysFile)
+	if err != nil {
+		return err
+	}
+	o.kf = kf
+	switch {
+	case o.seID == "":
+		o.seID = kf.SEID
+	case kf.SEID != "" && !strings.EqualFold(o.seID, kf.SEID):
+		return fmt.Errorf("--se %s, but --keys-file %s holds the keys of an SD on SE %s", o.seID, o.keysFile, kf.SEID)
+	}
+	if o.targetAID == "" {
+		o.targetAID = kf.SecurityDomainAID
+	}
+	if !slices.Contains(o.set, "kvn") {
+		o.kvn = fmt.Sprintf("%02X", kf.KeyVersion)
+	}
+	return nil
 }
 
 // prepared is a checked converse invocation.
@@ -121,6 +164,9 @@ type prepared struct {
 // prepare checks flags and scripts before anything is sent.
 func (o *converseOptions) prepare() (*prepared, error) {
 	var problems []string
+	if err := o.applyKeysFile(); err != nil {
+		problems = append(problems, err.Error())
+	}
 	if !topology.ValidSEID(strings.ToUpper(o.seID)) {
 		problems = append(problems, "--se: give the SE id, the CIN in hex")
 	}
@@ -186,20 +232,50 @@ func (o *converseOptions) prepare() (*prepared, error) {
 // channelConfig reads the key flags (or their environment variables).
 func (o *converseOptions) channelConfig() (spclient.SecureChannelConfig, bool, error) {
 	master, keys := o.masterKey, o.keys
-	if master == "" && keys == "" && o.wrappedKeys == "" {
+	if master == "" && keys == "" && o.wrappedKeys == "" && o.keysFile == "" {
 		master, keys = os.Getenv("TSM_SD_MASTER_KEY"), os.Getenv("TSM_SD_KEYS")
 	}
 	given := 0
-	for _, v := range []string{master, keys, o.wrappedKeys} {
+	for _, v := range []string{master, keys, o.wrappedKeys, o.keysFile} {
 		if v != "" {
 			given++
 		}
 	}
+	ktk := o.ktk
+	if o.ktkFile != "" {
+		if ktk != "" {
+			return spclient.SecureChannelConfig{}, false, fmt.Errorf("give --ktk or --ktk-file, not both")
+		}
+		b, err := os.ReadFile(o.ktkFile)
+		if err != nil {
+			return spclient.SecureChannelConfig{}, false, fmt.Errorf("--ktk-file: %v", err)
+		}
+		ktk = strings.TrimSpace(string(b))
+	}
 	switch {
 	case given > 1:
-		return spclient.SecureChannelConfig{}, false, fmt.Errorf("give one of --sd-master-key, --keys and --wrapped-keys")
+		return spclient.SecureChannelConfig{}, false, fmt.Errorf("give one of --sd-master-key, --keys, --wrapped-keys and --keys-file")
+	case o.keysFile != "" && o.kf == nil:
+		// The keys file did not load: prepare reported why.
+		return spclient.SecureChannelConfig{}, false, nil
+	case o.kf != nil && o.kf.Keys != "":
+		k, err := parseKeyTriple(o.kf.Keys)
+		if err != nil {
+			return spclient.SecureChannelConfig{}, false, fmt.Errorf("--keys-file %s: %v", o.keysFile, err)
+		}
+		return spclient.SecureChannelConfig{Keys: &k}, true, nil
+	case o.kf != nil && ktk == "" && os.Getenv("TSM_KTK") == "":
+		return spclient.SecureChannelConfig{}, false, fmt.Errorf("--keys-file %s holds wrapped keys: give the SP's "+
+			"key-transport key with --ktk, --ktk-file or $TSM_KTK", o.keysFile)
+	case o.kf != nil:
+		k, err := unwrapTemporaryKeys(o.kf.Wrapped, ktk)
+		if err != nil {
+			return spclient.SecureChannelConfig{}, false, fmt.Errorf("--keys-file %s: %v", o.keysFile,
+				strings.ReplaceAll(err.Error(), "--wrapped-keys", "the wrapped keys"))
+		}
+		return spclient.SecureChannelConfig{Keys: &k}, true, nil
 	case o.wrappedKeys != "":
-		k, err := unwrapTemporaryKeys(o.wrappedKeys, o.ktk)
+		k, err := unwrapTemporaryKeys(o.wrappedKeys, ktk)
 		if err != nil {
 			return spclient.SecureChannelConfig{}, false, err
 		}

@@ -38,9 +38,10 @@ type fakeTSM struct {
 	js   jetstream.JetStream
 	card *card.Card
 
-	mu       sync.Mutex
-	ops      []string
-	outcomes []string
+	mu              sync.Mutex
+	ops             []string
+	outcomes        []string
+	serviceRequests []contract.ServiceRequest
 
 	// busy is held while a request is handled, so that the test's cleanup
 	// waits for a response publish in flight before the connection closes.
@@ -134,6 +135,14 @@ func (f *fakeTSM) handle(m jetstream.Msg) {
 		f.outcomes = append(f.outcomes, req.Outcome)
 		f.mu.Unlock()
 		body = contract.EndConversationResponse{Result: contract.Success(), ConversationID: req.ConversationID, Outcome: req.Outcome}
+	case topology.OpPrePersonalize, topology.OpActivateService, topology.OpSuspendService, topology.OpResumeService,
+		topology.OpTerminateService, topology.OpGetServiceState:
+		var req contract.ServiceRequest
+		_ = json.Unmarshal(ev.Data(), &req)
+		f.mu.Lock()
+		f.serviceRequests = append(f.serviceRequests, req)
+		f.mu.Unlock()
+		body = f.serviceResponse(op, req)
 	default:
 		body = contract.FailureBody{Result: contract.Failure(contract.Errorf(contract.CodeInvalidArgument, "unexpected %s", op))}
 	}

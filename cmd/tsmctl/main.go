@@ -10,6 +10,9 @@
 //	call       send any operation with a JSON body and print the response
 //	tail       live, one-line-per-event view of every stream
 //	replay     re-publish a stored message with a new event id (ops)
+//	pre-personalize  create the SP's SD (temporary keys) and a service instance on an SE
+//	service    activate, suspend, resume, terminate a service instance, or show its state
+//	admin      registry admin API: SE lost/stolen/found, subscription change, audit, SE record
 //
 // Global flags (also accepted after the command): --nats (default $NATS_URL or
 // nats://127.0.0.1:4222), --sp (default $TSM_SP), --timeout (default 30s),
@@ -116,7 +119,8 @@ func (e *env) errorf(format string, args ...any) {
 	fmt.Fprintf(e.stderr, "tsmctl: "+format+"\n", args...)
 }
 
-var commands = []*command{seIDCommand, seDataCommand, converseCommand, callCommand, tailCommand, replayCommand}
+var commands = []*command{seIDCommand, seDataCommand, converseCommand, callCommand, tailCommand, replayCommand,
+	prePersonalizeCommand, serviceCommand, adminCommand}
 
 func findCommand(name string) *command {
 	for _, c := range commands {
@@ -213,7 +217,7 @@ func usage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, findCommand(n).summary)
+		fmt.Fprintf(w, "  %-15s %s\n", n, findCommand(n).summary)
 	}
 	fmt.Fprintf(w, "\nRun `tsmctl help <command>` for its flags. Exit status: 0 success, 1 failure, 2 usage.\n")
 }

@@ -16,8 +16,9 @@
 //
 // Call is the raw level: it returns an error only when no response could be
 // obtained, and the Reply carries the status. The typed helpers (GetSEID,
-// GetSEData, BeginConversation, SendScript, EndConversation) also return a
-// *FailedError when the status is Failed or Expired.
+// GetSEData, BeginConversation, SendScript, EndConversation, PrePersonalize
+// and the service life-cycle operations) also return a *FailedError when the
+// status is Failed or Expired.
 //
 // The SCP03 helper in this package (SecureChannel) runs an end-to-end secure
 // channel with the SP's own security domain across the scripts of a

@@ -50,3 +50,36 @@ func (c *Client) SendScript(ctx context.Context, req contract.SendScriptRequest,
 func (c *Client) EndConversation(ctx context.Context, req contract.EndConversationRequest, opts ...CallOption) (*contract.EndConversationResponse, error) {
 	return call[contract.EndConversationResponse](ctx, c, topology.OpEndConversation, req, opts)
 }
+
+// PrePersonalize creates the SP's security domain on an SE (with temporary
+// keys, wrapped under the SP's key-transport key, when it had none there)
+// and installs an instance of a catalog service into it.
+func (c *Client) PrePersonalize(ctx context.Context, req contract.ServiceRequest, opts ...CallOption) (*contract.PrePersonalizeResponse, error) {
+	return call[contract.PrePersonalizeResponse](ctx, c, topology.OpPrePersonalize, req, opts)
+}
+
+// ActivateService activates a personalized service instance.
+func (c *Client) ActivateService(ctx context.Context, req contract.ServiceRequest, opts ...CallOption) (*contract.ServiceStateResponse, error) {
+	return call[contract.ServiceStateResponse](ctx, c, topology.OpActivateService, req, opts)
+}
+
+// SuspendService locks a service instance.
+func (c *Client) SuspendService(ctx context.Context, req contract.ServiceRequest, opts ...CallOption) (*contract.ServiceStateResponse, error) {
+	return call[contract.ServiceStateResponse](ctx, c, topology.OpSuspendService, req, opts)
+}
+
+// ResumeService unlocks a service instance the SP suspended.
+func (c *Client) ResumeService(ctx context.Context, req contract.ServiceRequest, opts ...CallOption) (*contract.ServiceStateResponse, error) {
+	return call[contract.ServiceStateResponse](ctx, c, topology.OpResumeService, req, opts)
+}
+
+// TerminateService deletes a service instance (and the SP's SD when
+// pre-personalize created it and it holds nothing else).
+func (c *Client) TerminateService(ctx context.Context, req contract.ServiceRequest, opts ...CallOption) (*contract.ServiceStateResponse, error) {
+	return call[contract.ServiceStateResponse](ctx, c, topology.OpTerminateService, req, opts)
+}
+
+// GetServiceState returns the state of a service instance.
+func (c *Client) GetServiceState(ctx context.Context, req contract.ServiceRequest, opts ...CallOption) (*contract.ServiceStateResponse, error) {
+	return call[contract.ServiceStateResponse](ctx, c, topology.OpGetServiceState, req, opts)
+}
