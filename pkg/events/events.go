@@ -95,6 +95,14 @@ type ServiceRecord struct {
 	ModuleAID     string `json:"moduleAid"`
 	InstanceAID   string `json:"instanceAid"`
 	InstallParams string `json:"installParams,omitempty"`
+	// Eligibility of SEs for pre-personalize (empty: any). SETypes and
+	// CertificationLevels match the SE record's seType and certificationLevel,
+	// Configurations its configuration; MinGPVersion is the lowest gpVersion
+	// (dotted numbers, compared number by number).
+	SETypes             []string `json:"seTypes,omitempty"`
+	Configurations      []string `json:"configurations,omitempty"`
+	MinGPVersion        string   `json:"minGpVersion,omitempty"`
+	CertificationLevels []string `json:"certificationLevels,omitempty"`
 }
 
 // ConversationBegin asks the conversation service to open a conversation on an
