@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,5 +120,57 @@ func TestContentSamplesMatchSchemas(t *testing.T) {
 	b, _ := json.Marshal(bad)
 	if schemas.Validate(events.TypeProcedureRequested, b) == nil {
 		t.Error("procedure of an unknown kind passed its schema")
+	}
+}
+
+// TestTailContentManagement: tail shows procedures, their card steps,
+// content changes, service responses and notifications with what an operator
+// needs, and never the temporary keys (wrapped or not).
+func TestTailContentManagement(t *testing.T) {
+	want := map[string][]string{
+		"procedure pre-personalize":    {"TSM_STEPS", "se=" + seBlank, "sp=bank1", "proc=pre-personalize", "svc=1/1", "sd=" + sdBank},
+		"procedure lock-se (operator)": {"se=" + seBlank, "proc=lock-se", "by=operator:se-status", "se-status=lost"},
+		"procedure step create-sd": {"se=" + seBlank, "sp=bank1", "step=create-sd", "temp-keys=30:requested", "sd=" + sdBank,
+			"cmds=1", "conv=proc-1"},
+		"step completed with temporary keys":            {"se=" + seBlank, "status=Executed-Success", "resps=2", "temp-keys=30:wrapped"},
+		"script completed with key rotation":            {"rotated=" + sdBank + ":31", "conv=conv-9"},
+		"content of bank1":                              {"se=" + seBlank, "sp=bank1", "sd=" + sdBank, "keys=central", "instances=1"},
+		"content after terminate (no SD, nil services)": {"se=" + seBlank, "sp=bank1", "instances=0"},
+		"audit":                    {"se=" + seBlank, "instances=0", "audit-entries=2"},
+		"pre-personalize response": {"TSM_RES", "sp=bank1", "se=" + seBlank, "svc=1/1", "instance=" + instBank, "sd=" + sdBank, "state=installed", "temp-keys=30:wrapped"},
+		"suspend-service response": {"svc=1/1", "state=suspended", "status=Executed-Success"},
+		"service-state-changed":    {"sp=bank1", "se=" + seBlank, "state=suspended", "prev=active", "cause=se-status"},
+		"se-status-changed":        {"sp=bank1", "se=" + seBlank, "status=lost", "prev=active"},
+		"msi-changed":              {"sp=bank1", "se=" + seBlank},
+	}
+	for i, s := range contentSamples() {
+		stream := topology.StreamSteps.Name
+		if strings.HasPrefix(s.subject, "tsm.sp.") {
+			stream = topology.StreamResponses.Name
+		}
+		source := topology.CentralSource
+		if s.source != "" {
+			source = topology.ServiceSourcePrefix + s.source
+		}
+		h, body := encode(t, s.subject, fmt.Sprintf("ev-%d", i), source, s.typ, seBlank, "pp-1", s.data)
+		l := summarize(stream, s.subject, h, body, uint64(i+1), msgTime)
+		line := l.String()
+		js, _ := json.Marshal(l)
+		for _, w := range want[s.name] {
+			if !strings.Contains(line, w) {
+				t.Errorf("%s: line lacks %q:\n%s", s.name, w, line)
+			}
+		}
+		if want[s.name] == nil {
+			t.Errorf("%s: no expectation", s.name)
+		}
+		for _, out := range []string{line, string(js)} {
+			if strings.Contains(out, wrappedSample[:16]) || strings.Contains(out, "+49151") {
+				t.Errorf("%s: key material or an MSI printed: %s", s.name, out)
+			}
+		}
+		if strings.Contains(line, "by=") != strings.Contains(s.name, "operator") {
+			t.Errorf("%s: operator shown wrongly: %s", s.name, line)
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tsmhub/tsmhub/pkg/bus"
+	"github.com/tsmhub/tsmhub/pkg/events"
 	"github.com/tsmhub/tsmhub/pkg/topology"
 )
 
@@ -29,8 +30,15 @@ var tailCommand = &command{
 per stream (nothing is acknowledged or changed) and prints one line per event:
 time, stream and sequence, subject, ce-type, ce-id, correlation id, SE,
 conversation, counts of commands and responses, status and error code of
-responses, and the reason of dead letters. APDU data, keys and MSIs are never
-printed. With --json each line is a JSON object with the same fields.
+responses, and the reason of dead letters. Central content management adds:
+the procedure (proc=pre-personalize, by=operator:se-status for the operator's)
+and its card step (step=create-sd), the service (svc=1/1), instance and SD
+AIDs, instance states (state=suspended prev=active cause=se-status), SE status
+changes, who holds an SD's keys (keys=central|sp), the number of instances and
+audit entries of a content change, and that temporary keys were asked for or
+returned (temp-keys=30:requested, temp-keys=30:wrapped) or rotated
+(rotated=<sd>:31): never the keys, wrapped or not. APDU data, keys and MSIs are
+never printed. With --json each line is a JSON object with the same fields.
 
 Filters: --se matches the SE token of the subject, ce-subject or the body's
 seId; --conversation the body's conversationId or ce-subject; --sp the SP token
@@ -115,6 +123,24 @@ type eventLine struct {
 	Status        string    `json:"status,omitempty"`
 	ErrorCode     string    `json:"errorCode,omitempty"`
 	Outcome       string    `json:"outcome,omitempty"`
+	// Central content management (docs/content-management.md).
+	Procedure     string `json:"procedure,omitempty"`
+	Operator      string `json:"operator,omitempty"`
+	Step          string `json:"step,omitempty"`
+	Service       string `json:"service,omitempty"`
+	Instance      string `json:"instance,omitempty"`
+	SD            string `json:"sd,omitempty"`
+	State         string `json:"state,omitempty"`
+	PreviousState string `json:"previousState,omitempty"`
+	Cause         string `json:"cause,omitempty"`
+	SEStatus      string `json:"seStatus,omitempty"`
+	KeysHeldBy    string `json:"keysHeldBy,omitempty"`
+	Instances     *int   `json:"instances,omitempty"`
+	AuditEntries  *int   `json:"auditEntries,omitempty"`
+	// TemporaryKeys is "<kvn>:requested" or "<kvn>:wrapped": never a key.
+	TemporaryKeys string `json:"temporaryKeys,omitempty"`
+	// KeysRotated lists "<sd aid>:<kvn>" of SDs whose keys the SP replaced.
+	KeysRotated string `json:"keysRotated,omitempty"`
 	// DLQ fields: the reason and where the message came from.
 	DLQReason   string `json:"dlqReason,omitempty"`
 	DLQSubject  string `json:"dlqSubject,omitempty"`
@@ -138,6 +164,7 @@ type bodySummary struct {
 	Failed         []json.RawMessage      `json:"failed"`
 	Request        *struct {
 		SPID string `json:"spId"`
+		Op   string `json:"op"`
 	} `json:"request"`
 	Params *struct {
 		SEID string `json:"seId"`
@@ -151,6 +178,110 @@ type bodySummary struct {
 		Responses []json.RawMessage      `json:"responses"`
 		Failed    []json.RawMessage      `json:"failed"`
 	} `json:"response"`
+	contentSummary
+}
+
+// contentSummary is the part of the bodies of central content management
+// tail looks at: procedures, content changes, service responses and
+// notifications. Key material (temporaryKeys.wrapped) is never decoded.
+type contentSummary struct {
+	SPID              string         `json:"spId"`
+	Kind              string         `json:"kind"`
+	SEStatus          string         `json:"seStatus"`
+	State             string         `json:"state"`
+	PreviousState     string         `json:"previousState"`
+	PreviousStatus    string         `json:"previousStatus"`
+	Cause             string         `json:"cause"`
+	ServiceID         *serviceNumber `json:"serviceId"`
+	Service           *serviceNumber `json:"service"`
+	InstanceAID       string         `json:"instanceAid"`
+	SecurityDomainAID string         `json:"securityDomainAid"`
+	SecurityDomain    *struct {
+		AID        string `json:"aid"`
+		KeysHeldBy string `json:"keysHeldBy"`
+	} `json:"securityDomain"`
+	Services []json.RawMessage `json:"services"`
+	Audit    *struct {
+		Entries []json.RawMessage `json:"entries"`
+	} `json:"audit"`
+	Procedure *struct {
+		Step          string `json:"step"`
+		TemporaryKeys *struct {
+			SecurityDomainAID string `json:"securityDomainAid"`
+			KeyVersion        int    `json:"keyVersion"`
+		} `json:"temporaryKeys"`
+	} `json:"procedure"`
+	TemporaryKeys *struct {
+		KeyVersion int `json:"keyVersion"`
+	} `json:"temporaryKeys"`
+	KeysRotated []struct {
+		SecurityDomainAID string `json:"securityDomainAid"`
+		KeyVersion        int    `json:"keyVersion"`
+	} `json:"keysRotated"`
+}
+
+type serviceNumber struct {
+	Number  string `json:"number"`
+	Version string `json:"version"`
+}
+
+func (s *serviceNumber) String() string {
+	if s == nil || s.Number == "" {
+		return ""
+	}
+	return s.Number + "/" + s.Version
+}
+
+// content fills the content management fields of l; op is the request's
+// operation when its spId is empty (an operator procedure).
+func (c *contentSummary) content(l *eventLine, operatorOp string) {
+	if l.SP == "" {
+		l.SP = c.SPID
+	}
+	l.Procedure, l.Step, l.SEStatus = c.Kind, "", c.SEStatus
+	if c.Kind != "" && operatorOp != "" {
+		l.Operator = operatorOp
+	}
+	if p := c.Procedure; p != nil {
+		l.Step = p.Step
+		if tk := p.TemporaryKeys; tk != nil {
+			l.TemporaryKeys = fmt.Sprintf("%02X:requested", tk.KeyVersion)
+			l.SD = tk.SecurityDomainAID
+		}
+	}
+	if tk := c.TemporaryKeys; tk != nil {
+		l.TemporaryKeys = fmt.Sprintf("%02X:wrapped", tk.KeyVersion)
+	}
+	var rotated []string
+	for _, r := range c.KeysRotated {
+		rotated = append(rotated, fmt.Sprintf("%s:%02X", r.SecurityDomainAID, r.KeyVersion))
+	}
+	l.KeysRotated = strings.Join(rotated, ",")
+	l.Service = c.ServiceID.String()
+	if l.Service == "" {
+		l.Service = c.Service.String()
+	}
+	l.Instance, l.State, l.PreviousState, l.Cause = c.InstanceAID, c.State, c.PreviousState, c.Cause
+	if c.PreviousStatus != "" {
+		l.PreviousState = c.PreviousStatus
+	}
+	if c.SecurityDomainAID != "" && l.SD == "" && (c.Kind != "" || l.State != "" || l.Service != "") {
+		l.SD = c.SecurityDomainAID
+	}
+	if sd := c.SecurityDomain; sd != nil {
+		l.SD, l.KeysHeldBy = sd.AID, sd.KeysHeldBy
+	}
+	if c.Services != nil || l.Type == events.TypeContentChanged {
+		n := len(c.Services)
+		l.Instances = &n
+	}
+	if c.Audit != nil {
+		l.AuditEntries = count(c.Audit.Entries)
+		if l.AuditEntries == nil {
+			n := 0
+			l.AuditEntries = &n
+		}
+	}
 }
 
 // summarize builds the line of one stored message.
@@ -198,6 +329,11 @@ func summarize(stream, subject string, h nats.Header, body []byte, seq uint64, t
 			l.ErrorCode = b.Error.Code
 		}
 		l.Commands, l.Responses, l.Failed = count(b.Commands), count(b.Responses), count(b.Failed)
+		operatorOp := ""
+		if b.Request != nil && b.Request.SPID == "" {
+			operatorOp = b.Request.Op
+		}
+		b.content(l, operatorOp)
 		if r := b.Response; r != nil {
 			if l.Status == "" {
 				l.Status = r.Status
@@ -327,6 +463,25 @@ func (l *eventLine) String() string {
 	add("status", l.Status)
 	add("error", l.ErrorCode)
 	add("outcome", l.Outcome)
+	add("proc", l.Procedure)
+	add("by", operatorText(l.Operator))
+	add("step", l.Step)
+	add("svc", l.Service)
+	add("instance", l.Instance)
+	add("sd", l.SD)
+	add("keys", l.KeysHeldBy)
+	add("state", l.State)
+	add("prev", l.PreviousState)
+	add("cause", l.Cause)
+	add("se-status", l.SEStatus)
+	if l.Instances != nil {
+		add("instances", strconv.Itoa(*l.Instances))
+	}
+	if l.AuditEntries != nil {
+		add("audit-entries", strconv.Itoa(*l.AuditEntries))
+	}
+	add("temp-keys", l.TemporaryKeys)
+	add("rotated", l.KeysRotated)
 	add("from", l.DLQSubject)
 	add("consumer", l.DLQConsumer)
 	add("replay-of", l.ReplayOf)
@@ -337,6 +492,13 @@ func (l *eventLine) String() string {
 		add("undecodable", strconv.Quote(l.Undecodable))
 	}
 	return b.String()
+}
+
+func operatorText(op string) string {
+	if op == "" {
+		return ""
+	}
+	return "operator:" + op
 }
 
 // tailItem is what a stream's consumer hands to the printer: a line (nil
