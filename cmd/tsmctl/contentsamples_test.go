@@ -45,7 +45,7 @@ func contentSamples() []contentSample {
 		{"procedure pre-personalize", topology.ConversationProcedure(seBlank), events.TypeProcedureRequested, "registry",
 			events.ProcedureRequested{Request: req, Kind: events.ProcedurePrePersonalize, SE: se, MNO: mno,
 				Service: &events.ServiceRecord{Number: "1", Version: "1", SPID: "bank1", ELFAID: "A00000055501",
-					ModuleAID: "A0000005550101", InstanceAID: instBank},
+					ModuleAID: "A0000005550101", InstanceAID: instBank, SETypes: []string{"eSE", "UICC"}, MinGPVersion: "2.2.1"},
 				ServiceQualifier: &contract.ServiceQualifier{PRN: "card-7"}, SecurityDomainAID: sdBank, ReceivedAt: at}},
 		{"procedure lock-se (operator)", topology.ConversationProcedure(seBlank), events.TypeProcedureRequested, "registry",
 			events.ProcedureRequested{Request: events.RequestRef{RequestID: "op-1", Op: events.OpSEStatus},
