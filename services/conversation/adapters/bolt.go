@@ -11,25 +11,35 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/tsmhub/tsmhub/pkg/contract"
+
 	"github.com/tsmhub/tsmhub/services/conversation/domain"
 )
 
-// Buckets of the conversation service. All three are the system of record
-// (they cannot be rebuilt from the streams: the begin events that opened a
-// conversation may have aged out).
+// Buckets of the conversation service. All are the system of record (they
+// cannot be rebuilt from the streams: the events that opened a conversation
+// or changed an instance may have aged out).
 const (
 	// BucketConversations holds every conversation by id (JSON domain.Conversation).
 	BucketConversations = "conversations"
 	// BucketOpenBySE maps an SE id to the conversation holding it (at most one).
 	BucketOpenBySE = "conversations.open-by-se"
-	// BucketWaiting holds begins waiting for a busy SE, keyed
+	// BucketWaiting holds begins and procedures waiting for a busy SE, keyed
 	// <seId>/<sequence as 16 hex digits> so that a prefix scan yields one
-	// SE's queue in arrival order.
+	// SE's queue in arrival order; operator procedures are keyed
+	// <seId>/!<sequence>, which sorts before every digit: they run first.
 	BucketWaiting = "conversations.waiting"
+	// BucketInstances holds service instances (JSON domain.Instance), keyed
+	// <seId>/<spId>/<service number>/<service version>.
+	BucketInstances = "content.instances"
+	// BucketSDs holds SP security domains (JSON domain.SecurityDomain), keyed
+	// <seId>/<SD AID in uppercase hex>.
+	BucketSDs = "content.sds"
 )
 
-// Buckets lists the service's buckets, created at start-up.
-var Buckets = []string{BucketConversations, BucketOpenBySE, BucketWaiting}
+// Buckets lists the service's buckets, created at start-up. Procedures in
+// progress live in BucketConversations (records of kind procedure).
+var Buckets = []string{BucketConversations, BucketOpenBySE, BucketWaiting, BucketInstances, BucketSDs}
 
 // Repository reads and writes conversation state in one bbolt transaction.
 // Read-only transactions (HTTP, sweep scans) may use the reading methods only.
@@ -121,7 +131,11 @@ func (r *Repository) EnqueueBegin(w domain.WaitingBegin) error {
 	if err != nil {
 		return err
 	}
-	return b.Put([]byte(fmt.Sprintf("%s/%016x", w.Begin.SEID, seq)), v)
+	format := "%s/%016x"
+	if w.Priority() {
+		format = "%s/!%016x"
+	}
+	return b.Put([]byte(fmt.Sprintf(format, w.SEID(), seq)), v)
 }
 
 // WaitingBegins returns the begins waiting for seID, oldest first.
@@ -215,10 +229,86 @@ func (r *Repository) SEsToSweep(now time.Time) ([]string, error) {
 			return err
 		}
 		seID, _, _ := strings.Cut(string(k), "/")
-		if w.Begin.ExpiredAt(now) || open.Get([]byte(seID)) == nil {
+		if w.ExpiredAt(now) || open.Get([]byte(seID)) == nil {
 			add(seID)
 		}
 		return nil
 	})
 	return out, err
+}
+
+func instanceKey(seID, spID string, svc contract.ServiceID) []byte {
+	return []byte(seID + "/" + spID + "/" + svc.Number + "/" + svc.Version)
+}
+
+func sdKey(seID, aid string) []byte { return []byte(seID + "/" + strings.ToUpper(aid)) }
+
+// Content returns the instances and SP SDs recorded for seID.
+func (r *Repository) Content(seID string) (domain.Content, error) {
+	var c domain.Content
+	prefix := []byte(seID + "/")
+	b, err := r.bucket(BucketInstances)
+	if err != nil {
+		return c, err
+	}
+	cur := b.Cursor()
+	for k, v := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = cur.Next() {
+		var i domain.Instance
+		if err := json.Unmarshal(v, &i); err != nil {
+			return c, fmt.Errorf("instance %s: %w", k, err)
+		}
+		c.Instances = append(c.Instances, i)
+	}
+	if b, err = r.bucket(BucketSDs); err != nil {
+		return c, err
+	}
+	cur = b.Cursor()
+	for k, v := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = cur.Next() {
+		var sd domain.SecurityDomain
+		if err := json.Unmarshal(v, &sd); err != nil {
+			return c, fmt.Errorf("security domain %s: %w", k, err)
+		}
+		c.SDs = append(c.SDs, sd)
+	}
+	return c, nil
+}
+
+// SaveInstance stores an instance.
+func (r *Repository) SaveInstance(i domain.Instance) error {
+	return r.put(BucketInstances, instanceKey(i.SEID, i.SPID, i.ServiceID), i)
+}
+
+// DeleteInstance removes an instance (terminated).
+func (r *Repository) DeleteInstance(i domain.Instance) error {
+	b, err := r.bucket(BucketInstances)
+	if err != nil {
+		return err
+	}
+	return b.Delete(instanceKey(i.SEID, i.SPID, i.ServiceID))
+}
+
+// SaveSD stores an SP security domain.
+func (r *Repository) SaveSD(sd domain.SecurityDomain) error {
+	return r.put(BucketSDs, sdKey(sd.SEID, sd.AID), sd)
+}
+
+// DeleteSD removes an SP security domain.
+func (r *Repository) DeleteSD(seID, aid string) error {
+	b, err := r.bucket(BucketSDs)
+	if err != nil {
+		return err
+	}
+	return b.Delete(sdKey(seID, aid))
+}
+
+func (r *Repository) put(bucket string, key []byte, v any) error {
+	b, err := r.bucket(bucket)
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, data)
 }

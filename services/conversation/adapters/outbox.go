@@ -2,6 +2,7 @@ package adapters
 
 import (
 	"github.com/tsmhub/tsmhub/pkg/bus"
+	"github.com/tsmhub/tsmhub/pkg/contract"
 	"github.com/tsmhub/tsmhub/pkg/events"
 	"github.com/tsmhub/tsmhub/pkg/spport"
 	"github.com/tsmhub/tsmhub/pkg/topology"
@@ -49,6 +50,40 @@ func (o Outbox) NotifyExpired(spID string, n app.ExpiredNotification) error {
 		return err
 	}
 	return o.tx.Emit(topology.SPNotification(spID, app.NotificationKindExpired), ev)
+}
+
+// Notification ce-types of the content notifications.
+var (
+	NotificationTypeServiceState = "tsm." + contract.NotificationServiceStateChanged + topology.NotificationTypeTail
+	NotificationTypeSEStatus     = "tsm." + contract.NotificationSEStatusChanged + topology.NotificationTypeTail
+)
+
+// NotifyServiceState sends the SP a service-state-changed notification
+// (ce-subject: the SE).
+func (o Outbox) NotifyServiceState(n contract.ServiceStateChanged) error {
+	ev, err := bus.NewEvent(bus.NewID(), topology.CentralSource, NotificationTypeServiceState, n.SEID, n)
+	if err != nil {
+		return err
+	}
+	return o.tx.Emit(topology.SPNotification(n.SPID, contract.NotificationServiceStateChanged), ev)
+}
+
+// NotifySEStatus sends the SP an se-status-changed notification.
+func (o Outbox) NotifySEStatus(n contract.SEStatusChanged) error {
+	ev, err := bus.NewEvent(bus.NewID(), topology.CentralSource, NotificationTypeSEStatus, n.SEID, n)
+	if err != nil {
+		return err
+	}
+	return o.tx.Emit(topology.SPNotification(n.SPID, contract.NotificationSEStatusChanged), ev)
+}
+
+// PublishContent emits a ContentChanged for the registry's content model.
+func (o Outbox) PublishContent(c events.ContentChanged) error {
+	ev, err := bus.NewEvent(bus.NewID(), Source, events.TypeContentChanged, c.SEID, c)
+	if err != nil {
+		return err
+	}
+	return o.tx.Emit(topology.ContentChanged(c.SEID), ev)
 }
 
 // UnitOfWork is the app's view of one transaction.

@@ -30,6 +30,14 @@ type Repository interface {
 	// WaitingBegins returns the SE's waiting begins, oldest first.
 	WaitingBegins(seID string) ([]domain.WaitingBegin, error)
 	RemoveWaitingBegin(key string) error
+
+	// Content returns what the service knows of an SE: its instances and SP
+	// SDs (every SP). PreIssued is left empty.
+	Content(seID string) (domain.Content, error)
+	SaveInstance(i domain.Instance) error
+	DeleteInstance(i domain.Instance) error
+	SaveSD(sd domain.SecurityDomain) error
+	DeleteSD(seID, aid string) error
 }
 
 // Outbound is what a use case sends, committed with its state change.
@@ -43,6 +51,12 @@ type Outbound interface {
 	RequestScript(s events.ScriptRequested) error
 	// NotifyExpired tells an SP that its conversation expired.
 	NotifyExpired(spID string, n ExpiredNotification) error
+	// NotifyServiceState sends tsm.sp.<sp>.ntf.service-state-changed.
+	NotifyServiceState(n contract.ServiceStateChanged) error
+	// NotifySEStatus sends tsm.sp.<sp>.ntf.se-status-changed.
+	NotifySEStatus(n contract.SEStatusChanged) error
+	// PublishContent emits a ContentChanged on tsm.conv.<seId>.content.
+	PublishContent(c events.ContentChanged) error
 }
 
 // UnitOfWork is one transaction: state and outbox.
@@ -78,6 +92,16 @@ type Refusal struct {
 	Code contract.Code
 }
 
+// ProcedureRef names a procedure in a Report.
+type ProcedureRef struct {
+	ProcedureID string
+	SEID        string
+	Kind        string
+	// Result is set when it ended: "success", "failed" (the SP was answered
+	// with a failure), or "done" (an operator procedure).
+	Result string
+}
+
 // Report says what a use case did, for logs and metrics once it committed.
 type Report struct {
 	Opened           []ConversationRef
@@ -87,6 +111,12 @@ type Report struct {
 	Refused          []Refusal
 	ScriptsRequested int
 	ScriptsCompleted int
+	ProceduresStarted []ProcedureRef
+	ProceduresEnded   []ProcedureRef
+	// StateChanges counts instance state changes (notified to SPs).
+	StateChanges int
+	// Notes are warnings for the log (no data values).
+	Notes []string
 }
 
 // Service runs the use cases.
@@ -132,7 +162,11 @@ func (s *Service) Begin(uow UnitOfWork, b domain.BeginRequest) (Report, error) {
 		return r, s.open(uow, b, now, &r)
 	}
 	if b.ValidUntil.IsZero() {
-		return r, r.refuse(b.Request.Op, uow, b.Request, b.SEID, domain.Busy(b.SEID))
+		busy, err := s.busy(uow, b.SEID)
+		if err != nil {
+			return r, err
+		}
+		return r, r.refuse(b.Request.Op, uow, b.Request, b.SEID, busy)
 	}
 	r.Queued++
 	return r, uow.EnqueueBegin(domain.WaitingBegin{Begin: b, EnqueuedAt: now})
@@ -210,15 +244,49 @@ func (s *Service) serveNext(uow UnitOfWork, seID string, now time.Time, r *Repor
 		if err := uow.RemoveWaitingBegin(w.Key); err != nil {
 			return err
 		}
-		if w.Begin.ExpiredAt(now) {
-			if err := r.refuse(w.Begin.Request.Op, uow, w.Begin.Request, seID, domain.BeginExpired(seID, true)); err != nil {
+		if w.ExpiredAt(now) {
+			if err := s.refuseExpiredWaiting(uow, w, r); err != nil {
 				return err
 			}
+			continue
+		}
+		if w.Procedure != nil {
+			held, err := s.startProcedure(uow, w.Procedure, now, r)
+			if err != nil || held {
+				return err
+			}
+			// Answered without a card step: the SE is still free.
 			continue
 		}
 		return s.open(uow, w.Begin, now, r)
 	}
 	return nil
+}
+
+// refuseExpiredWaiting answers a waiting begin or SP procedure whose
+// validitySeconds ran out before the SE was free.
+func (s *Service) refuseExpiredWaiting(uow UnitOfWork, w domain.WaitingBegin, r *Report) error {
+	if p := w.Procedure; p != nil {
+		return r.refuse(p.Request.Op, uow, p.Request, p.SEID, p.Expired(true))
+	}
+	return r.refuse(w.Begin.Request.Op, uow, w.Begin.Request, w.Begin.SEID, domain.BeginExpired(w.Begin.SEID, true))
+}
+
+// busy is the CONVERSATION_BUSY answer for an SE held by a conversation or a
+// procedure.
+func (s *Service) busy(uow UnitOfWork, seID string) (*contract.Error, error) {
+	id, err := uow.OpenConversationOf(seID)
+	if err != nil {
+		return nil, err
+	}
+	c, err := uow.Conversation(id)
+	if err != nil {
+		return nil, err
+	}
+	if c != nil && c.IsProcedure() && c.Procedure != nil {
+		return domain.BusyWithProcedure(seID, c.Procedure.Kind), nil
+	}
+	return domain.Busy(seID), nil
 }
 
 // expire closes a conversation past its time, tells its SP and frees the SE.
@@ -259,13 +327,13 @@ func (s *Service) Sweep(uow UnitOfWork, seID string) (Report, error) {
 		return r, err
 	}
 	for _, w := range waiting {
-		if !w.Begin.ExpiredAt(now) {
+		if !w.ExpiredAt(now) {
 			continue
 		}
 		if err := uow.RemoveWaitingBegin(w.Key); err != nil {
 			return r, err
 		}
-		if err := r.refuse(w.Begin.Request.Op, uow, w.Begin.Request, seID, domain.BeginExpired(seID, true)); err != nil {
+		if err := s.refuseExpiredWaiting(uow, w, &r); err != nil {
 			return r, err
 		}
 	}
@@ -356,6 +424,10 @@ type ScriptDone struct {
 	ScriptID       string
 	SEID           string
 	Response       contract.SendScriptResponse
+	// TemporaryKeys answers a procedure's create-sd step.
+	TemporaryKeys *contract.TemporaryKeys
+	// KeysRotated lists the SP SDs whose keys the SP's script replaced.
+	KeysRotated []events.KeyRotation
 }
 
 // CompleteScript frees the conversation for its next script and answers the
@@ -373,6 +445,9 @@ func (s *Service) CompleteScript(uow UnitOfWork, done ScriptDone) (Report, error
 	if c.SEID != done.SEID {
 		return r, fmt.Errorf("%w: completion of script %s names SE %s but conversation %s is on SE %s",
 			ErrUnprocessable, done.ScriptID, done.SEID, c.ID, c.SEID)
+	}
+	if c.IsProcedure() {
+		return r, s.completeProcedureStep(uow, c, done, &r)
 	}
 	req := done.Request
 	if running := c.CompleteScript(done.ScriptID); running != nil {
@@ -398,7 +473,10 @@ func (s *Service) CompleteScript(uow UnitOfWork, done ScriptDone) (Report, error
 	if resp.Failed == nil {
 		resp.Failed = []contract.ScriptFailure{}
 	}
-	return r, uow.Reply(req, c.ID, resp)
+	if err := uow.Reply(req, c.ID, resp); err != nil {
+		return r, err
+	}
+	return r, s.rotateKeys(uow, c, done.KeysRotated, &r)
 }
 
 // End closes a conversation at its SP's request, frees the SE and serves the
@@ -427,6 +505,9 @@ func (s *Service) End(uow UnitOfWork, req events.RequestRef, conversationID, out
 	if err := uow.Reply(req, c.ID, contract.EndConversationResponse{
 		Result: contract.Success(), ConversationID: c.ID, Outcome: c.Outcome,
 	}); err != nil {
+		return r, err
+	}
+	if err := s.personalize(uow, c, now, &r); err != nil {
 		return r, err
 	}
 	// Answer the ending SP first, then the begin that waited for the SE.

@@ -149,13 +149,39 @@ func (b BeginRequest) ExpiredAt(now time.Time) bool {
 	return !b.ValidUntil.IsZero() && !now.Before(b.ValidUntil)
 }
 
-// WaitingBegin is a begin queued behind the open conversation of its SE.
+// WaitingBegin is a begin, or a procedure, queued behind the conversation or
+// procedure holding its SE.
 type WaitingBegin struct {
-	// Key orders the waiting begins of one SE (first in, first out); set by storage.
-	Key        string       `json:"-"`
-	Begin      BeginRequest `json:"begin"`
-	EnqueuedAt time.Time    `json:"enqueuedAt"`
+	// Key orders the waiting begins of one SE (first in, first out, operator
+	// procedures first); set by storage.
+	Key   string       `json:"-"`
+	Begin BeginRequest `json:"begin"`
+	// Procedure, when set, is a procedure waiting for the SE (Begin is then empty).
+	Procedure  *Procedure `json:"procedure,omitempty"`
+	EnqueuedAt time.Time  `json:"enqueuedAt"`
 }
+
+// SEID is the SE waited for.
+func (w WaitingBegin) SEID() string {
+	if w.Procedure != nil {
+		return w.Procedure.SEID
+	}
+	return w.Begin.SEID
+}
+
+// ExpiredAt reports whether the waiting request's validitySeconds ran out.
+// Operator procedures never expire: they wait until the SE is free.
+func (w WaitingBegin) ExpiredAt(now time.Time) bool {
+	if w.Procedure != nil {
+		return w.Procedure.ExpiredAt(now)
+	}
+	return w.Begin.ExpiredAt(now)
+}
+
+// Priority reports whether the waiting request goes before the others: an
+// operator procedure (lost, stolen, found, audit) runs as soon as the SE is
+// free, ahead of the SPs' waiting begins and procedures.
+func (w WaitingBegin) Priority() bool { return w.Procedure != nil && w.Procedure.Operator() }
 
 // RunningScript is the script of a conversation that has been handed to the
 // script router and not yet answered.
@@ -166,9 +192,15 @@ type RunningScript struct {
 	StartedAt time.Time         `json:"startedAt"`
 }
 
-// Conversation is an SP's exclusive session with one SE.
+// Conversation is an SP's exclusive session with one SE, or (Kind
+// procedure) a central TSM procedure holding the SE the same way: one holder
+// per SE, the same queue of waiting requests, the same release.
 type Conversation struct {
-	ID                 string                     `json:"conversationId"`
+	ID string `json:"conversationId"`
+	// Kind is KindConversation ("") or KindProcedure.
+	Kind string `json:"kind,omitempty"`
+	// Procedure is the procedure's state (Kind procedure only).
+	Procedure          *Procedure                 `json:"procedure,omitempty"`
 	SEID               string                     `json:"seId"`
 	SPID               string                     `json:"spId"`
 	MNOID              string                     `json:"mnoId"`
@@ -207,16 +239,36 @@ func Open(id string, b BeginRequest, p Policy, now time.Time) *Conversation {
 	}
 }
 
+// OpenProcedure makes the record of a procedure that takes its SE.
+func OpenProcedure(p *Procedure, now time.Time) *Conversation {
+	return &Conversation{ID: p.ID, Kind: KindProcedure, Procedure: p, SEID: p.SEID, SPID: p.Request.SPID, MNOID: p.MNOID,
+		OTACarrier: p.OTACarrier, State: StateOpen, BeganBy: p.Request, OpenedAt: now}
+}
+
+// IsProcedure reports whether the record is a procedure.
+func (c *Conversation) IsProcedure() bool { return c.Kind == KindProcedure }
+
 // Occupies reports whether the conversation still holds its SE at now: open
-// and not past its expiry.
+// and not past its expiry. A procedure holds its SE until its last step
+// completes (the script router answers every script, failures included).
 func (c *Conversation) Occupies(now time.Time) bool {
+	if c.IsProcedure() {
+		return c.State == StateOpen
+	}
 	return c.State == StateOpen && now.Before(c.ExpiresAt)
 }
 
 // DueForExpiry reports whether the conversation is open but past its expiry,
 // so it must be expired (SE freed, SP notified) before anything else.
+// Procedures do not expire.
 func (c *Conversation) DueForExpiry(now time.Time) bool {
-	return c.State == StateOpen && !now.Before(c.ExpiresAt)
+	return !c.IsProcedure() && c.State == StateOpen && !now.Before(c.ExpiresAt)
+}
+
+// CloseProcedure ends a procedure's hold on its SE.
+func (c *Conversation) CloseProcedure(now time.Time) {
+	c.State = StateEnded
+	c.ClosedAt = now
 }
 
 // Expire closes a conversation whose time ran out. It reports false when
@@ -242,7 +294,7 @@ func NotOpen(conversationID string) *contract.Error {
 // CONVERSATION_NOT_OPEN error to answer. Callers expire a conversation that is
 // DueForExpiry before asking.
 func (c *Conversation) CheckOpenFor(spID string, now time.Time) *contract.Error {
-	if c == nil || c.SPID != spID {
+	if c == nil || c.SPID != spID || c.IsProcedure() {
 		return NotOpen(convID(c))
 	}
 	switch {

@@ -30,6 +30,8 @@ type Handlers struct {
 	Requests *spport.Port
 	Log      *slog.Logger
 	Metrics  *Metrics
+	// NewProcedureID makes procedure ids (pr-<id>).
+	NewProcedureID func() string
 }
 
 // Register attaches the handlers to their consumers.
@@ -37,6 +39,7 @@ func (h *Handlers) Register(r *bus.Router) {
 	r.Handle(topology.ConversationBegins, h.Begin)
 	r.Handle(topology.ConversationRequests, h.Request)
 	r.Handle(topology.ConversationScriptCompleted, h.ScriptCompleted)
+	r.Handle(topology.ConversationProcedures, h.Procedure)
 }
 
 // decodeInternal reads an internal event of type want into v. Anything that
@@ -62,6 +65,13 @@ func (h *Handlers) decodeInternal(d *bus.Delivery, want string, v any) error {
 // be answered.
 func validRef(ref events.RequestRef) bool {
 	return topology.SPIDPattern.MatchString(ref.SPID) && ref.RequestID != "" && topology.ValidToken(ref.Op)
+}
+
+// operatorRef reports whether a request reference names an operator
+// procedure (POST /v1/ses/{seId}/status or /audit): no SP, an operation id.
+func operatorRef(ref events.RequestRef) bool {
+	return ref.SPID == "" && ref.RequestID != "" && topology.ValidToken(ref.RequestID) &&
+		(ref.Op == events.OpSEStatus || ref.Op == events.OpAudit)
 }
 
 // finish turns a use case's error into the handler's result and, once it
@@ -185,7 +195,7 @@ func (h *Handlers) ScriptCompleted(_ context.Context, d *bus.Delivery) error {
 	if err := h.decodeInternal(d, events.TypeScriptCompleted, &ev); err != nil {
 		return err
 	}
-	if !validRef(ev.Request) || ev.ConversationID == "" || ev.ScriptID == "" {
+	if !(validRef(ev.Request) || operatorRef(ev.Request)) || ev.ConversationID == "" || ev.ScriptID == "" {
 		return bus.Permanent(fmt.Errorf("script completion %s names no conversation, script or answerable request", d.Event.ID()))
 	}
 	var report app.Report
@@ -197,7 +207,53 @@ func (h *Handlers) ScriptCompleted(_ context.Context, d *bus.Delivery) error {
 		}
 		report, err = h.App.CompleteScript(adapters.NewUnitOfWork(tx), app.ScriptDone{
 			Request: ev.Request, ConversationID: ev.ConversationID, ScriptID: ev.ScriptID, SEID: ev.SEID, Response: ev.Response,
+			TemporaryKeys: ev.TemporaryKeys, KeysRotated: ev.KeysRotated,
 		})
+		return err
+	})
+	return h.finish(err, report)
+}
+
+// Procedure runs (or queues, or refuses) a procedure the registry found
+// eligible. Idempotent by event id and by request key: an SP request re-sent
+// with the same ce-id gets its stored response again (nothing while the
+// procedure runs), and an operator operation id runs once.
+func (h *Handlers) Procedure(_ context.Context, d *bus.Delivery) error {
+	var ev events.ProcedureRequested
+	if err := h.decodeInternal(d, events.TypeProcedureRequested, &ev); err != nil {
+		return err
+	}
+	operator := operatorRef(ev.Request)
+	if !operator && !validRef(ev.Request) {
+		return bus.Permanent(fmt.Errorf("procedure event %s names no answerable request (spId %q, op %q)",
+			d.Event.ID(), ev.Request.SPID, ev.Request.Op))
+	}
+	seToken := d.Token(2)
+	p := app.NewProcedure(h.NewProcedureID(), ev)
+	var report app.Report
+	err := h.Store.Update(func(tx *bus.Tx) error {
+		report = app.Report{}
+		fresh, err := tx.MarkProcessed(topology.ConversationProcedures.Name, d.Event.ID())
+		if err != nil || !fresh {
+			return err
+		}
+		replies, seen, err := tx.AcceptRequest(ev.Request.Key())
+		if err != nil {
+			return err
+		}
+		if seen {
+			return spport.Resend(tx, replies)
+		}
+		if !topology.ValidSEID(p.SEID) || p.SEID != seToken {
+			if operator {
+				return bus.Permanent(fmt.Errorf("procedure event %s names SE %q on subject %s", d.Event.ID(), p.SEID, d.Subject))
+			}
+			report.Refused = append(report.Refused, app.Refusal{Op: ev.Request.Op, Code: contract.CodeInternalError})
+			return spport.ReplyError(tx, ev.Request, "", contract.Errorf(contract.CodeInternalError,
+				"the SE of this request could not be resolved consistently; retry later"))
+		}
+		copyP := *p
+		report, err = h.App.RequestProcedure(adapters.NewUnitOfWork(tx), &copyP)
 		return err
 	})
 	return h.finish(err, report)

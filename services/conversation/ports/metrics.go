@@ -17,6 +17,8 @@ type Metrics struct {
 	refused  *prometheus.CounterVec
 	scripts  *prometheus.CounterVec
 	sweepErr prometheus.Counter
+	procs    *prometheus.CounterVec
+	changes  prometheus.Counter
 }
 
 // NewMetrics registers the series on reg.
@@ -36,7 +38,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		sweepErr: prometheus.NewCounter(prometheus.CounterOpts{Name: "tsm_conversation_sweep_errors_total",
 			Help: "Expiry sweeps that failed (retried at the next tick)."}),
 	}
-	reg.MustRegister(m.opened, m.closed, m.queued, m.refused, m.scripts, m.sweepErr)
+	m.procs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tsm_procedures_total",
+		Help: "Procedures (pre-personalize, service life cycle, lock-se, unlock-se, audit) started and ended, by kind and event (started, success, failed, done)."},
+		[]string{"kind", "event"})
+	m.changes = prometheus.NewCounter(prometheus.CounterOpts{Name: "tsm_service_state_changes_total",
+		Help: "Service instance state changes (each notified to its SP)."})
+	reg.MustRegister(m.opened, m.closed, m.queued, m.refused, m.scripts, m.sweepErr, m.procs, m.changes)
 	return m
 }
 
@@ -54,6 +61,15 @@ func observe(log *slog.Logger, m *Metrics, r app.Report) {
 	for _, f := range r.Refused {
 		log.Debug("request refused", "op", f.Op, "code", string(f.Code))
 	}
+	for _, p := range r.ProceduresStarted {
+		log.Info("procedure started", "procedureId", p.ProcedureID, "seId", p.SEID, "kind", p.Kind)
+	}
+	for _, p := range r.ProceduresEnded {
+		log.Info("procedure ended", "procedureId", p.ProcedureID, "seId", p.SEID, "kind", p.Kind, "result", p.Result)
+	}
+	for _, n := range r.Notes {
+		log.Warn("procedure note", "note", n)
+	}
 	if m == nil {
 		return
 	}
@@ -66,4 +82,11 @@ func observe(log *slog.Logger, m *Metrics, r app.Report) {
 	}
 	m.scripts.WithLabelValues("requested").Add(float64(r.ScriptsRequested))
 	m.scripts.WithLabelValues("completed").Add(float64(r.ScriptsCompleted))
+	for _, p := range r.ProceduresStarted {
+		m.procs.WithLabelValues(p.Kind, "started").Inc()
+	}
+	for _, p := range r.ProceduresEnded {
+		m.procs.WithLabelValues(p.Kind, p.Result).Inc()
+	}
+	m.changes.Add(float64(r.StateChanges))
 }

@@ -121,6 +121,7 @@ func Run(ctx context.Context, cfg Config) error {
 	handlers := &ports.Handlers{
 		App: svc, Store: kit.Store, Schemas: kit.Schemas, Log: kit.Log, Metrics: metrics,
 		Requests: &spport.Port{Schemas: kit.Schemas, Store: kit.Store, Consumer: topology.ConversationRequests.Name},
+		NewProcedureID: func() string { return "pr-" + bus.NewID() },
 	}
 	handlers.Register(kit.Router)
 	(&ports.HTTP{Store: kit.Store}).Routes(kit.Ops.Router)
