@@ -104,13 +104,13 @@ type ProcedureRef struct {
 
 // Report says what a use case did, for logs and metrics once it committed.
 type Report struct {
-	Opened           []ConversationRef
-	Ended            []ConversationRef
-	Expired          []ConversationRef
-	Queued           int
-	Refused          []Refusal
-	ScriptsRequested int
-	ScriptsCompleted int
+	Opened            []ConversationRef
+	Ended             []ConversationRef
+	Expired           []ConversationRef
+	Queued            int
+	Refused           []Refusal
+	ScriptsRequested  int
+	ScriptsCompleted  int
 	ProceduresStarted []ProcedureRef
 	ProceduresEnded   []ProcedureRef
 	// StateChanges counts instance state changes (notified to SPs).

@@ -120,7 +120,7 @@ func Run(ctx context.Context, cfg Config) error {
 	metrics := ports.NewMetrics(kit.Ops.Registry)
 	handlers := &ports.Handlers{
 		App: svc, Store: kit.Store, Schemas: kit.Schemas, Log: kit.Log, Metrics: metrics,
-		Requests: &spport.Port{Schemas: kit.Schemas, Store: kit.Store, Consumer: topology.ConversationRequests.Name},
+		Requests:       &spport.Port{Schemas: kit.Schemas, Store: kit.Store, Consumer: topology.ConversationRequests.Name},
 		NewProcedureID: func() string { return "pr-" + bus.NewID() },
 	}
 	handlers.Register(kit.Router)
