@@ -13,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/tsmhub/tsmhub/pkg/bus"
+	"github.com/tsmhub/tsmhub/pkg/keycustody"
 
 	"github.com/tsmhub/tsmhub/services/registry/adapters"
 	"github.com/tsmhub/tsmhub/services/registry/app"
@@ -74,7 +75,7 @@ func openRepo(t *testing.T) (*adapters.Repository, *bus.Store, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return adapters.NewRepository(store, c), store, path
+	return adapters.NewRepository(store, c, keycustody.DemoKeyExchangeKey), store, path
 }
 
 func TestSPKeyIsSealedAtRestAndNeverPublished(t *testing.T) {

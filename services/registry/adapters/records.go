@@ -29,12 +29,16 @@ func SPRecord(sp domain.SP) events.SPRecord {
 // ServiceRecord is the published record of a catalog service.
 func ServiceRecord(s domain.Service) events.ServiceRecord {
 	return events.ServiceRecord{Number: s.Number, Version: s.Version, SPID: s.SPID, ELFAID: s.ELFAID,
-		ModuleAID: s.ModuleAID, InstanceAID: s.InstanceAID, InstallParams: s.InstallParams}
+		ModuleAID: s.ModuleAID, InstanceAID: s.InstanceAID, InstallParams: s.InstallParams,
+		SETypes: s.Eligibility.SETypes, Configurations: s.Eligibility.Configurations,
+		MinGPVersion: s.Eligibility.MinGPVersion, CertificationLevels: s.Eligibility.CertificationLevels}
 }
 
 func serviceFromRecord(r events.ServiceRecord) domain.Service {
 	return domain.Service{Number: r.Number, Version: r.Version, SPID: r.SPID, ELFAID: r.ELFAID,
-		ModuleAID: r.ModuleAID, InstanceAID: r.InstanceAID, InstallParams: r.InstallParams}
+		ModuleAID: r.ModuleAID, InstanceAID: r.InstanceAID, InstallParams: r.InstallParams,
+		Eligibility: domain.Eligibility{SETypes: r.SETypes, Configurations: r.Configurations,
+			MinGPVersion: r.MinGPVersion, CertificationLevels: r.CertificationLevels}}
 }
 
 // SERecord is the published record of an SE.

@@ -4,6 +4,7 @@
 package adapters
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/tsmhub/tsmhub/pkg/bus"
 	"github.com/tsmhub/tsmhub/pkg/events"
+	"github.com/tsmhub/tsmhub/pkg/keycustody"
 	"github.com/tsmhub/tsmhub/pkg/topology"
 
 	"github.com/tsmhub/tsmhub/services/registry/app"
@@ -36,9 +38,12 @@ var (
 	BucketMSIIndex = []byte("registry.msi")
 )
 
+// The content bucket is declared in content.go.
+
 // Buckets lists the registry's buckets for bus.StoreConfig.
 func Buckets() []string {
-	return []string{string(BucketMNOs), string(BucketSPs), string(BucketServices), string(BucketSEs), string(BucketMSIIndex)}
+	return []string{string(BucketMNOs), string(BucketSPs), string(BucketServices), string(BucketSEs), string(BucketMSIIndex),
+		string(BucketContent)}
 }
 
 // Source is the ce-source of every event the registry emits.
@@ -48,12 +53,16 @@ const Source = topology.ServiceSourcePrefix + "registry"
 type Repository struct {
 	store  *bus.Store
 	cipher *KeyCipher
+	// exchangeKey wraps SP key-transport keys in published SP records.
+	exchangeKey []byte
 }
 
 // NewRepository returns the registry repository on store; cipher seals SP
-// key-transport keys.
-func NewRepository(store *bus.Store, cipher *KeyCipher) *Repository {
-	return &Repository{store: store, cipher: cipher}
+// key-transport keys at rest; exchangeKey (AES, 16, 24 or 32 bytes) wraps
+// them in the published SP records, for the script router
+// (keycustody.WrapTransportKey).
+func NewRepository(store *bus.Store, cipher *KeyCipher, exchangeKey []byte) *Repository {
+	return &Repository{store: store, cipher: cipher, exchangeKey: exchangeKey}
 }
 
 // Update implements app.Repository.
@@ -63,19 +72,24 @@ func (r *Repository) Update(fn func(app.Tx) error) error {
 
 // View implements app.Repository.
 func (r *Repository) View(fn func(app.ReadTx) error) error {
-	return r.store.DB().View(func(btx *bolt.Tx) error { return fn(&tx{btx: btx, cipher: r.cipher}) })
+	return r.store.DB().View(func(btx *bolt.Tx) error {
+		return fn(&tx{btx: btx, cipher: r.cipher, exchangeKey: r.exchangeKey})
+	})
 }
 
 // InTx gives the registry state inside a transaction opened by someone else
 // (the SP request port), so that its answer commits with the state it read.
-func (r *Repository) InTx(btx *bus.Tx) app.Tx { return &tx{btx: btx.Tx, out: btx, cipher: r.cipher} }
+func (r *Repository) InTx(btx *bus.Tx) app.Tx {
+	return &tx{btx: btx.Tx, out: btx, cipher: r.cipher, exchangeKey: r.exchangeKey}
+}
 
 // tx is a registry transaction: reads on btx, writes and emits through out
 // (nil in a read-only transaction).
 type tx struct {
-	btx    *bolt.Tx
-	out    *bus.Tx
-	cipher *KeyCipher
+	btx         *bolt.Tx
+	out         *bus.Tx
+	cipher      *KeyCipher
+	exchangeKey []byte
 }
 
 func (t *tx) get(bucket []byte, key string, v any) (bool, error) {
@@ -149,15 +163,75 @@ func (t *tx) SaveSP(sp domain.SP, keyTransportKey []byte) error {
 		return err
 	}
 	rec := SPRecord(sp)
-	stored, err := json.Marshal(storedSP{SPRecord: rec, SealedKeyTransportKey: sealed})
+	if rec.KeyTransportKeyWrapped, err = keycustody.WrapTransportKey(t.exchangeKey, keyTransportKey); err != nil {
+		return err
+	}
+	return t.saveSP(storedSP{SPRecord: rec, SealedKeyTransportKey: sealed})
+}
+
+// saveSP stores an SP and publishes its record (with the wrapped key, never
+// the sealed one).
+func (t *tx) saveSP(s storedSP) error {
+	stored, err := json.Marshal(s)
 	if err != nil {
 		return err
 	}
-	data, err := json.Marshal(rec)
+	data, err := json.Marshal(s.SPRecord)
 	if err != nil {
 		return err
 	}
-	return t.putAndPublish(BucketSPs, sp.ID, stored, topology.RegistrySP(sp.ID), events.TypeRegistrySP, sp.ID, data)
+	return t.putAndPublish(BucketSPs, s.SPID, stored, topology.RegistrySP(s.SPID), events.TypeRegistrySP, s.SPID, data)
+}
+
+// RepublishSPRecords publishes again the record of every SP whose stored
+// record lacks the key-transport key wrapped under the current key-exchange
+// key (SPs enrolled before the registry published wrapped keys, or after a
+// change of REGISTRY_KEY_EXCHANGE_KEY), so the script router gets keys it
+// can unwrap without the SPs being PUT again. SPs whose sealed key does not
+// open under the current KEK are listed in unreadable and left as they are.
+func (r *Repository) RepublishSPRecords() (republished int, unreadable []string, err error) {
+	err = r.store.Update(func(btx *bus.Tx) error {
+		republished, unreadable = 0, nil
+		t := &tx{btx: btx.Tx, out: btx, cipher: r.cipher, exchangeKey: r.exchangeKey}
+		var stale []storedSP
+		err := btx.Tx.Bucket(BucketSPs).ForEach(func(k, v []byte) error {
+			var s storedSP
+			if err := json.Unmarshal(v, &s); err != nil {
+				return fmt.Errorf("%s/%s: %w", BucketSPs, k, err)
+			}
+			key, err := r.cipher.Open(s.SPID, s.SealedKeyTransportKey)
+			if err != nil {
+				unreadable = append(unreadable, s.SPID)
+				return nil
+			}
+			defer clear(key)
+			if s.KeyTransportKeyWrapped != "" {
+				if k, err := keycustody.UnwrapTransportKey(r.exchangeKey, s.KeyTransportKeyWrapped); err == nil {
+					same := subtle.ConstantTimeCompare(k, key) == 1
+					clear(k)
+					if same {
+						return nil
+					}
+				}
+			}
+			if s.KeyTransportKeyWrapped, err = keycustody.WrapTransportKey(r.exchangeKey, key); err != nil {
+				return err
+			}
+			stale = append(stale, s)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, s := range stale {
+			if err := t.saveSP(s); err != nil {
+				return err
+			}
+		}
+		republished = len(stale)
+		return nil
+	})
+	return republished, unreadable, err
 }
 
 func (t *tx) SPKeyTransportKeyEquals(spID string, key []byte) (bool, error) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tsmhub/tsmhub/pkg/bus"
+	"github.com/tsmhub/tsmhub/pkg/keycustody"
 
 	"github.com/tsmhub/tsmhub/services/registry/adapters"
 	"github.com/tsmhub/tsmhub/services/registry/app"
@@ -37,7 +38,7 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo := adapters.NewRepository(store, c)
+	repo := adapters.NewRepository(store, c, keycustody.DemoKeyExchangeKey)
 	f := &fixture{reg: app.New(repo, func() time.Time { return now }), repo: repo, store: store}
 	if _, _, err := f.reg.PutMNO("mno-a", domain.MNOInput{Name: "MNO A", OTACarrier: domain.CarrierHTTPS}); err != nil {
 		t.Fatal(err)
@@ -137,8 +138,12 @@ func TestStatusSurvivesRePut(t *testing.T) {
 	if _, _, err := f.reg.PutSE(seID(1), seInput("491700000001")); err != nil {
 		t.Fatal(err)
 	}
-	if se, err := f.reg.ReportSEStatus(strings.ToLower(seID(1)), "stolen"); err != nil || se.Status != domain.StatusStolen {
-		t.Fatalf("report: %+v %v", se, err)
+	if rep, err := f.reg.ReportSEStatus(strings.ToLower(seID(1)), "stolen"); err != nil || rep.SE.Status != domain.StatusStolen ||
+		rep.OperationID == "" {
+		t.Fatalf("report: %+v %v", rep, err)
+	}
+	if rep, err := f.reg.ReportSEStatus(seID(1), "stolen"); err != nil || rep.OperationID != "" {
+		t.Fatalf("same status again: %+v %v", rep, err)
 	}
 	se, outcome, err := f.reg.PutSE(seID(1), seInput("491700000001"))
 	if err != nil || outcome != app.Unchanged || se.Status != domain.StatusStolen {
@@ -148,6 +153,13 @@ func TestStatusSurvivesRePut(t *testing.T) {
 	wantKind(t, err, app.KindInvalid)
 	_, err = f.reg.ReportSEStatus(seID(99), "lost")
 	wantKind(t, err, app.KindNotFound)
+	if _, _, err := f.reg.PutSE(seID(2), seInput("491700000002")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.reg.ReportSEStatus(seID(2), "found")
+	if e := wantKind(t, err, app.KindNotAllowed); !strings.Contains(e.Message, "not lost or stolen") {
+		t.Fatalf("found on an active SE: %q", e.Message)
+	}
 }
 
 func TestChangeSubscription(t *testing.T) {
@@ -211,6 +223,7 @@ func TestResolveConversation(t *testing.T) {
 	f := newFixture(t)
 	mdn := seInput("5550001")
 	mdn.MSIType = domain.MSITypeMDN
+	mdn.PreIssuedSPDomains = []domain.PreIssuedSD{{SPID: "bank-a"}}
 	if _, _, err := f.reg.PutSE(seID(1), mdn); err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +232,9 @@ func TestResolveConversation(t *testing.T) {
 	if _, _, err := f.reg.PutSE(seID(2), expired); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := f.reg.PutSE(seID(3), seInput("491700000003")); err != nil {
+	lost := seInput("491700000003")
+	lost.PreIssuedSPDomains = []domain.PreIssuedSD{{SPID: "bank-a"}}
+	if _, _, err := f.reg.PutSE(seID(3), lost); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.reg.ReportSEStatus(seID(3), "lost"); err != nil {
@@ -227,26 +242,26 @@ func TestResolveConversation(t *testing.T) {
 	}
 	// An SE whose MNO has no record: only a damaged store can hold one.
 	orphan := domain.SE{ID: seID(4), MSI: "491700000004", MSIType: "MSISDN", MNO: "mno-gone", Status: domain.StatusActive,
-		ExpiresAt: now.Add(time.Hour)}
+		ExpiresAt: now.Add(time.Hour), PreIssuedSPDomains: []domain.PreIssuedSD{{SPID: "bank-a", AID: "A000000555AA0102"}}}
 	if err := f.repo.Update(func(tx app.Tx) error { return tx.SaveSE(orphan, nil) }); err != nil {
 		t.Fatal(err)
 	}
 	_ = f.repo.View(func(tx app.ReadTx) error {
-		se, m, err := f.reg.ResolveConversation(tx, strings.ToLower(seID(1)), "5550001")
+		se, m, err := f.reg.ResolveConversation(tx, "bank-a", strings.ToLower(seID(1)), "5550001")
 		if err != nil || se.ID != seID(1) || m.ID != "mno-a" || m.MaxAPDUsPerScript != 32 {
 			t.Errorf("MDN SE with its msi: %+v %+v %v", se, m, err)
 		}
-		_, _, err = f.reg.ResolveConversation(tx, seID(1), "5550002")
+		_, _, err = f.reg.ResolveConversation(tx, "bank-a", seID(1), "5550002")
 		wantKind(t, err, app.KindInvalid)
-		_, _, err = f.reg.ResolveConversation(tx, seID(9), "")
+		_, _, err = f.reg.ResolveConversation(tx, "bank-a", seID(9), "")
 		wantKind(t, err, app.KindNotFound)
-		_, _, err = f.reg.ResolveConversation(tx, seID(2), "")
+		_, _, err = f.reg.ResolveConversation(tx, "bank-a", seID(2), "")
 		if e := wantKind(t, err, app.KindNotAllowed); !strings.Contains(e.Message, "the SE expired at 2026-03-01T11:59:00Z") {
 			t.Errorf("expired message %q", e.Message)
 		}
-		_, _, err = f.reg.ResolveConversation(tx, seID(3), "")
+		_, _, err = f.reg.ResolveConversation(tx, "bank-a", seID(3), "")
 		wantKind(t, err, app.KindInaccessible)
-		_, _, err = f.reg.ResolveConversation(tx, seID(4), "")
+		_, _, err = f.reg.ResolveConversation(tx, "bank-a", seID(4), "")
 		wantKind(t, err, app.KindInternal)
 		return nil
 	})
@@ -254,8 +269,27 @@ func TestResolveConversation(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = f.repo.View(func(tx app.ReadTx) error {
-		if _, _, err := f.reg.ResolveConversation(tx, seID(3), ""); err != nil {
+		if _, _, err := f.reg.ResolveConversation(tx, "bank-a", seID(3), ""); err != nil {
 			t.Errorf("found SE: %v", err)
+		}
+		// bank-b has nothing on SE 1.
+		_, _, err := f.reg.ResolveConversation(tx, "bank-b", seID(1), "")
+		if e := wantKind(t, err, app.KindNotAllowed); !strings.Contains(e.Message, "bank-b has no security domain") {
+			t.Errorf("gating message %q", e.Message)
+		}
+		return nil
+	})
+	// A content snapshot with an SD of bank-b lets it in.
+	if err := f.repo.Update(func(tx app.Tx) error {
+		_, err := f.reg.ApplyContent(tx, 7, app.ContentChange{SEID: seID(1), SPID: "bank-b", ChangedAt: now,
+			SD: &domain.ContentSD{AID: "A000000555AA0B0B", LifeCycle: "PERSONALIZED", KeyVersion: 0x30}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.repo.View(func(tx app.ReadTx) error {
+		if _, _, err := f.reg.ResolveConversation(tx, "bank-b", seID(1), ""); err != nil {
+			t.Errorf("bank-b with an SD in the content model: %v", err)
 		}
 		return nil
 	})

@@ -18,13 +18,16 @@ const (
 	// KindNotFound: the entity addressed does not exist.
 	KindNotFound ErrorKind = "not-found"
 	// KindConflict: the change collides with another entity (an MSI held by
-	// another SE).
+	// another SE) or with the content of the SE (a service already deployed).
 	KindConflict ErrorKind = "conflict"
 	// KindNotAllowed: the entity exists but the operation is not allowed on it
 	// (an expired SE).
 	KindNotAllowed ErrorKind = "not-allowed"
 	// KindInaccessible: the SE cannot be reached (lost or stolen).
 	KindInaccessible ErrorKind = "inaccessible"
+	// KindNoEligibleSE: the SE does not meet the platform's or the catalog
+	// entry's requirements for pre-personalize.
+	KindNoEligibleSE ErrorKind = "no-eligible-se"
 	// KindInternal: the registry's own data is inconsistent (an SE whose MNO
 	// record is missing).
 	KindInternal ErrorKind = "internal"

@@ -99,6 +99,8 @@ type SEView struct {
 	SE domain.SE
 	// SecurityDomain is the SP's security domain on the SE, nil if none.
 	SecurityDomain *SecurityDomainView
+	// Services are the SP's service instances on the SE.
+	Services []domain.ContentInstance
 }
 
 // SecurityDomainView is an SP security domain on an SE (no keys).
@@ -109,26 +111,46 @@ type SecurityDomainView struct {
 	MasterKeyIndex int
 }
 
-// SEDataFor returns what SP spID may know of the SE q designates: the SE
-// and the SP's own security domain on it (pre-issued SDs for now).
+// SEDataFor returns what SP spID may know of the SE q designates: the SE,
+// the SP's own security domain on it and its service instances. The SD is
+// the content model's when it has one (its life cycle and key version; master
+// key index 0 for an SD pre-personalize created: its keys are random, not
+// derived from a master key), else the pre-issued one.
 func (r *Registry) SEDataFor(tx ReadTx, spID string, q SEQuery) (SEView, error) {
 	se, err := r.ResolveSE(tx, q)
 	if err != nil {
 		return SEView{}, err
 	}
 	v := SEView{SE: se}
-	if sd, ok := se.PreIssuedSDOf(spID); ok {
-		v.SecurityDomain = &SecurityDomainView{AID: sd.AID, LifeCycle: domain.PreIssuedSDLifeCycle,
+	content, found, err := tx.SPContent(se.ID, spID)
+	if err != nil {
+		return SEView{}, err
+	}
+	pre, preIssued := se.PreIssuedSDOf(spID)
+	switch {
+	case found && content.SD != nil:
+		sd := content.SD
+		v.SecurityDomain = &SecurityDomainView{AID: sd.AID, LifeCycle: sd.LifeCycle, KeyVersion: sd.KeyVersion}
+		if !sd.CreatedByCentral {
+			v.SecurityDomain.MasterKeyIndex = domain.PreIssuedSDMasterKeyIndex
+		}
+	case preIssued:
+		v.SecurityDomain = &SecurityDomainView{AID: pre.AID, LifeCycle: domain.PreIssuedSDLifeCycle,
 			KeyVersion: domain.PreIssuedSDKeyVersion, MasterKeyIndex: domain.PreIssuedSDMasterKeyIndex}
+	}
+	if found {
+		v.Services = content.Instances
 	}
 	return v, nil
 }
 
-// ResolveConversation finds the SE and MNO a conversation is to be opened
-// on, and refuses SEs that SPs may not reach now: lost or stolen
-// (KindInaccessible), expired (KindNotAllowed). A missing MNO record is the
-// registry's own inconsistency (KindInternal).
-func (r *Registry) ResolveConversation(tx ReadTx, seID, msi string) (domain.SE, domain.MNO, error) {
+// ResolveConversation finds the SE and MNO SP spID wants a conversation
+// opened on, and refuses SEs that SPs may not reach now: lost or stolen
+// (KindInaccessible), expired (KindNotAllowed), and SEs where the SP has
+// neither a security domain (pre-issued or in the content model), nor a
+// service instance, nor a service being deployed (KindNotAllowed). A missing
+// MNO record is the registry's own inconsistency (KindInternal).
+func (r *Registry) ResolveConversation(tx ReadTx, spID, seID, msi string) (domain.SE, domain.MNO, error) {
 	if seID == "" {
 		return domain.SE{}, domain.MNO{}, invalidField("seId", "is required: %s", domain.SEIDRule())
 	}
@@ -141,6 +163,16 @@ func (r *Registry) ResolveConversation(tx ReadTx, seID, msi string) (domain.SE, 
 	}
 	if now := r.Now(); se.Expired(now) {
 		return se, domain.MNO{}, errorf(KindNotAllowed, "the SE expired at %s", se.ExpiresAt.Format(time.RFC3339))
+	}
+	if _, ok := se.PreIssuedSDOf(spID); !ok {
+		content, found, err := tx.SPContent(se.ID, spID)
+		if err != nil {
+			return se, domain.MNO{}, err
+		}
+		if !found || !content.Present() {
+			return se, domain.MNO{}, errorf(KindNotAllowed,
+				"SP %s has no security domain and no service on SE %s: pre-personalize one of its services there first", spID, se.ID)
+		}
 	}
 	m, found, err := tx.MNO(se.MNO)
 	if err != nil {

@@ -145,7 +145,7 @@ func (r *Registry) PutService(number, version string, in domain.ServiceInput) (d
 		switch {
 		case !found:
 			outcome = Created
-		case prev == s:
+		case prev.Equal(s):
 			outcome = Unchanged
 			return nil
 		default:

@@ -1,6 +1,10 @@
 package app
 
-import "github.com/tsmhub/tsmhub/services/registry/domain"
+import (
+	"time"
+
+	"github.com/tsmhub/tsmhub/services/registry/domain"
+)
 
 // ReadTx reads registry state inside one transaction.
 type ReadTx interface {
@@ -10,6 +14,12 @@ type ReadTx interface {
 	SE(id string) (domain.SE, bool, error)
 	// SEIDByMSI finds the SE holding an MSI of a type (MSI index).
 	SEIDByMSI(msiType, msi string) (string, bool, error)
+	// SPContent is one SP's content on an SE (content model).
+	SPContent(seID, spID string) (domain.SPContent, bool, error)
+	// SEContent lists every SP's content on an SE, by SP id.
+	SEContent(seID string) ([]domain.SPContent, error)
+	// Audit is the last audit of an SE.
+	Audit(seID string) (domain.Audit, bool, error)
 }
 
 // Tx reads and changes registry state inside one transaction. Every Save
@@ -29,6 +39,15 @@ type Tx interface {
 	// stored state it replaces (nil for a new SE), whose index entry is
 	// removed if the MSI changed.
 	SaveSE(se domain.SE, previous *domain.SE) error
+	// SaveSPContent stores one SP's content on an SE (a projection: nothing
+	// is published).
+	SaveSPContent(seID string, c domain.SPContent) error
+	// SaveAudit stores the last audit of an SE (nothing is published).
+	SaveAudit(seID string, a domain.Audit) error
+	// RequestProcedure emits a ProcedureRequested to the conversation service.
+	RequestProcedure(p domain.ProcedureRequest) error
+	// NotifyMSIChanged sends SP spID an msi-changed notification about se.
+	NotifyMSIChanged(spID string, se domain.SE, changedAt time.Time) error
 }
 
 // Repository runs transactions on the registry state.

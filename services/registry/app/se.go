@@ -158,34 +158,60 @@ func (r *Registry) FindSEByMSI(msiType, msi string) (domain.SE, error) {
 	return se, err
 }
 
-// ReportSEStatus records that an SE was lost, stolen or found.
-func (r *Registry) ReportSEStatus(id, status string) (domain.SE, error) {
+// StatusReport is the outcome of an SE status report.
+type StatusReport struct {
+	SE domain.SE
+	// OperationID is the id of the lock-se or unlock-se procedure requested;
+	// "" when the report changed nothing (lost on a lost SE).
+	OperationID string
+}
+
+// ReportSEStatus records that an SE was lost, stolen or found, publishes the
+// SE record and, in the same transaction, asks the conversation service to
+// lock every service instance on the SE (lost, stolen: lock-se) or to unlock
+// them (found: unlock-se); the conversation service notifies the SPs. The
+// same status again changes nothing; found on an SE that is not lost or
+// stolen is KindNotAllowed. Lost on a stolen SE (or stolen on a lost one)
+// records the new status and requests lock-se again (the conversation service
+// locks only instances not locked yet), so SPs hear of the new status.
+func (r *Registry) ReportSEStatus(id, status string) (StatusReport, error) {
 	seID, ok := domain.NormalizeSEID(id)
 	if !ok {
-		return domain.SE{}, invalidField("seId", "%s", domain.SEIDRule())
+		return StatusReport{}, invalidField("seId", "%s", domain.SEIDRule())
 	}
 	st, ok := domain.ParseReportedStatus(status)
 	if !ok {
-		return domain.SE{}, invalidField("status", "send \"lost\", \"stolen\" or \"found\"")
+		return StatusReport{}, invalidField("status", "send \"lost\", \"stolen\" or \"found\"")
 	}
-	var se domain.SE
+	var rep StatusReport
 	err := r.repo.Update(func(tx Tx) error {
-		prev, found, err := tx.SE(seID)
+		rep = StatusReport{}
+		prev, m, err := seAndMNO(tx, seID)
 		if err != nil {
 			return err
 		}
-		if !found {
-			return errorf(KindNotFound, "no SE %s is enrolled", seID)
+		rep.SE = prev
+		if st == domain.StatusFound && !prev.Status.Inaccessible() {
+			return errorf(KindNotAllowed, "SE %s is %s, not lost or stolen: only a lost or stolen SE can be found", seID, prev.Status)
 		}
-		se = prev
 		if prev.Status == st {
 			return nil
 		}
+		se := prev
 		se.Status = st
 		se.UpdatedAt = r.Now()
-		return tx.SaveSE(se, &prev)
+		if err := tx.SaveSE(se, &prev); err != nil {
+			return err
+		}
+		kind := domain.ProcedureLockSE
+		if st == domain.StatusFound {
+			kind = domain.ProcedureUnlockSE
+		}
+		rep.SE, rep.OperationID = se, newOperationID()
+		return tx.RequestProcedure(domain.ProcedureRequest{Kind: kind, RequestID: rep.OperationID, Op: domain.OpSEStatus,
+			SE: se, MNO: m, SEStatus: st, ReceivedAt: se.UpdatedAt})
 	})
-	return se, err
+	return rep, err
 }
 
 // SubscriptionInput is a subscription change: the SE is now reached through
@@ -198,7 +224,10 @@ type SubscriptionInput struct {
 	MNO string
 }
 
-// ChangeSubscription moves an SE to another MSI (and MNO).
+// ChangeSubscription moves an SE to another MSI (and MNO). When the MSI,
+// its type or the MNO changed, every SP present on the SE (an SD or instance
+// in the content model, a pre-issued SD, a service being deployed) gets an
+// msi-changed notification in the same transaction.
 func (r *Registry) ChangeSubscription(id string, in SubscriptionInput) (domain.SE, error) {
 	seID, ok := domain.NormalizeSEID(id)
 	if !ok {
@@ -250,7 +279,19 @@ func (r *Registry) ChangeSubscription(id string, in SubscriptionInput) (domain.S
 			return nil
 		}
 		se.UpdatedAt = r.Now()
-		return tx.SaveSE(se, &prev)
+		if err := tx.SaveSE(se, &prev); err != nil {
+			return err
+		}
+		sps, err := spsPresent(tx, se)
+		if err != nil {
+			return err
+		}
+		for _, sp := range sps {
+			if err := tx.NotifyMSIChanged(sp, se, se.UpdatedAt); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	return se, err
 }

@@ -1,5 +1,10 @@
 package domain
 
+import (
+	"fmt"
+	"slices"
+)
+
 // MaxInstallParamsBytes bounds a service's install parameters (the C9
 // application-specific parameters of INSTALL [for install], one length byte).
 const MaxInstallParamsBytes = 255
@@ -14,6 +19,21 @@ type Service struct {
 	ModuleAID     string
 	InstanceAID   string
 	InstallParams string
+	// Eligibility narrows the SEs the service may be pre-personalized on.
+	Eligibility Eligibility
+}
+
+// Eligibility is a catalog entry's optional requirements on an SE; an empty
+// field accepts any SE.
+type Eligibility struct {
+	// SETypes the SE's seType must be one of (eSE, UICC).
+	SETypes []string
+	// Configurations the SE's configuration must be one of.
+	Configurations []string
+	// MinGPVersion is the lowest GP version (dotted numbers) of an eligible SE.
+	MinGPVersion string
+	// CertificationLevels the SE's certificationLevel must be one of.
+	CertificationLevels []string
 }
 
 // ServiceInput is what a client sends to enroll or update a catalog service.
@@ -23,6 +43,7 @@ type ServiceInput struct {
 	ModuleAID     string
 	InstanceAID   string
 	InstallParams string
+	Eligibility   Eligibility
 }
 
 // NewService validates in and returns the service number/version. Whether the
@@ -58,7 +79,49 @@ func NewService(number, version string, in ServiceInput) (Service, error) {
 			s.InstallParams = upper(in.InstallParams)
 		}
 	}
+	s.Eligibility = checkEligibility(&fe, in.Eligibility)
 	return s, fe.err()
+}
+
+// checkEligibility validates the optional requirements of a catalog entry;
+// empty lists become nil so that equal entries compare equal.
+func checkEligibility(fe *fieldErrors, in Eligibility) Eligibility {
+	var out Eligibility
+	for i, t := range in.SETypes {
+		if t != SETypeESE && t != SETypeUICC {
+			fe.add(fmt.Sprintf("seTypes[%d]", i), "send \"eSE\" or \"UICC\"")
+		}
+		out.SETypes = append(out.SETypes, t)
+	}
+	for i, c := range in.Configurations {
+		if !ValidConfiguration(c) {
+			fe.add(fmt.Sprintf("configurations[%d]", i), "send one of \"embedded\", \"uicc\", \"embedded-3p\", \"uicc-3p\"")
+		}
+		out.Configurations = append(out.Configurations, c)
+	}
+	if in.MinGPVersion != "" {
+		if _, ok := ParseVersion(in.MinGPVersion); !ok {
+			fe.add("minGpVersion", "must be a version of dotted numbers, such as 2.2 or 2.3.1")
+		}
+		out.MinGPVersion = in.MinGPVersion
+	}
+	for i, l := range in.CertificationLevels {
+		if l == "" || len(l) > maxAttrLen {
+			fe.add(fmt.Sprintf("certificationLevels[%d]", i), "must be 1 to %d bytes", maxAttrLen)
+		}
+		out.CertificationLevels = append(out.CertificationLevels, l)
+	}
+	return out
+}
+
+// Equal reports whether two catalog entries have the same content.
+func (s Service) Equal(o Service) bool {
+	return s.Number == o.Number && s.Version == o.Version && s.SPID == o.SPID && s.ELFAID == o.ELFAID &&
+		s.ModuleAID == o.ModuleAID && s.InstanceAID == o.InstanceAID && s.InstallParams == o.InstallParams &&
+		slices.Equal(s.Eligibility.SETypes, o.Eligibility.SETypes) &&
+		slices.Equal(s.Eligibility.Configurations, o.Eligibility.Configurations) &&
+		s.Eligibility.MinGPVersion == o.Eligibility.MinGPVersion &&
+		slices.Equal(s.Eligibility.CertificationLevels, o.Eligibility.CertificationLevels)
 }
 
 // Key is the catalog key of a service, number/version.

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/tsmhub/tsmhub/pkg/bus"
+	"github.com/tsmhub/tsmhub/pkg/keycustody"
 
 	"github.com/tsmhub/tsmhub/services/registry/adapters"
 	"github.com/tsmhub/tsmhub/services/registry/app"
@@ -41,7 +42,7 @@ func BenchmarkImport(b *testing.B) {
 	}
 	defer store.Close()
 	c, _ := adapters.NewKeyCipher(bytes.Repeat([]byte{1}, 32))
-	reg := app.New(adapters.NewRepository(store, c), nil)
+	reg := app.New(adapters.NewRepository(store, c, keycustody.DemoKeyExchangeKey), nil)
 	if _, _, err := reg.PutMNO("mno-a", domain.MNOInput{Name: "A", OTACarrier: "https"}); err != nil {
 		b.Fatal(err)
 	}

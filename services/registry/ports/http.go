@@ -16,6 +16,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/tsmhub/tsmhub/pkg/events"
+
 	"github.com/tsmhub/tsmhub/services/registry/adapters"
 	"github.com/tsmhub/tsmhub/services/registry/app"
 	"github.com/tsmhub/tsmhub/services/registry/domain"
@@ -42,6 +44,7 @@ const maxImportLineBytes = 64 << 10
 //	PUT  /v1/services/{number}/{version}  GET /v1/services/{number}/{version}
 //	PUT  /v1/ses/{seId}                   GET /v1/ses/{seId}    GET /v1/ses?msi=&msiType=
 //	POST /v1/ses/{seId}/status            POST /v1/ses/{seId}/subscription
+//	POST /v1/ses/{seId}/audit
 //	POST /v1/ses:import                   (JSON lines)
 func (h *HTTP) Routes(r chi.Router) {
 	r.Route("/v1", func(r chi.Router) {
@@ -59,6 +62,7 @@ func (h *HTTP) Routes(r chi.Router) {
 		r.Get("/ses/{seId}", h.getSE)
 		r.Post("/ses/{seId}/status", h.reportStatus)
 		r.Post("/ses/{seId}/subscription", h.changeSubscription)
+		r.Post("/ses/{seId}/audit", h.requestAudit)
 	})
 }
 
@@ -221,6 +225,11 @@ type serviceBody struct {
 	ModuleAID     string `json:"moduleAid"`
 	InstanceAID   string `json:"instanceAid"`
 	InstallParams string `json:"installParams"`
+	// Eligibility for pre-personalize; empty or absent: any SE.
+	SETypes             []string `json:"seTypes"`
+	Configurations      []string `json:"configurations"`
+	MinGPVersion        string   `json:"minGpVersion"`
+	CertificationLevels []string `json:"certificationLevels"`
 }
 
 func (h *HTTP) putService(w http.ResponseWriter, r *http.Request) {
@@ -229,7 +238,9 @@ func (h *HTTP) putService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s, outcome, err := h.Registry.PutService(chi.URLParam(r, "number"), chi.URLParam(r, "version"), domain.ServiceInput{
-		SPID: b.SPID, ELFAID: b.ELFAID, ModuleAID: b.ModuleAID, InstanceAID: b.InstanceAID, InstallParams: b.InstallParams})
+		SPID: b.SPID, ELFAID: b.ELFAID, ModuleAID: b.ModuleAID, InstanceAID: b.InstanceAID, InstallParams: b.InstallParams,
+		Eligibility: domain.Eligibility{SETypes: b.SETypes, Configurations: b.Configurations, MinGPVersion: b.MinGPVersion,
+			CertificationLevels: b.CertificationLevels}})
 	if err != nil {
 		writeError(w, r, h.Log, err)
 		return
@@ -302,12 +313,50 @@ func (h *HTTP) putSE(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *HTTP) getSE(w http.ResponseWriter, r *http.Request) {
-	se, err := h.Registry.GetSE(chi.URLParam(r, "seId"))
+	v, err := h.Registry.GetSEContent(chi.URLParam(r, "seId"))
 	if err != nil {
 		writeError(w, r, h.Log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, adapters.SERecord(se))
+	writeJSON(w, http.StatusOK, seWithContent(v))
+}
+
+// seContentBody is an SE as GET /v1/ses answers it: the published record
+// plus the content model (each SP's SD and service instances, as the
+// conversation service last reported them) and the last audit of the card.
+type seContentBody struct {
+	events.SERecord
+	Content []spContentBody   `json:"content"`
+	Audit   *events.CardAudit `json:"audit"`
+}
+
+// spContentBody is one SP's content on the SE.
+type spContentBody struct {
+	SPID           string                   `json:"spId"`
+	SecurityDomain *events.SDContent        `json:"securityDomain"`
+	Services       []events.InstanceContent `json:"services"`
+	ChangedAt      *time.Time               `json:"changedAt,omitempty"`
+	// Deploying is true while a pre-personalize passed to the conversation
+	// service has not been followed by a content snapshot.
+	Deploying bool `json:"deploying"`
+}
+
+func seWithContent(v app.SEContentView) seContentBody {
+	out := seContentBody{SERecord: adapters.SERecord(v.SE), Content: []spContentBody{}}
+	for _, c := range v.Content {
+		b := spContentBody{SPID: c.SPID, SecurityDomain: adapters.SDContent(c.SD),
+			Services: adapters.InstanceContents(c.Instances), Deploying: !c.PendingSince.IsZero()}
+		if !c.ChangedAt.IsZero() {
+			at := c.ChangedAt
+			b.ChangedAt = &at
+		}
+		out.Content = append(out.Content, b)
+	}
+	if v.Audit != nil {
+		a := adapters.CardAudit(*v.Audit)
+		out.Audit = &a
+	}
+	return out
 }
 
 // findSE is GET /v1/ses?msi=...&msiType=...: the SE holding the MSI (MSIs
@@ -320,12 +369,12 @@ func (h *HTTP) findSE(w http.ResponseWriter, r *http.Request) {
 			[]domain.FieldError{{Field: "msi", Detail: "is required"}})
 		return
 	}
-	se, err := h.Registry.FindSEByMSI(q.Get("msiType"), q.Get("msi"))
+	v, err := h.Registry.FindSEContentByMSI(q.Get("msiType"), q.Get("msi"))
 	if err != nil {
 		writeError(w, r, h.Log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, adapters.SERecord(se))
+	writeJSON(w, http.StatusOK, seWithContent(v))
 }
 
 // statusBody is the body of POST /v1/ses/{seId}/status.
@@ -338,13 +387,49 @@ func (h *HTTP) reportStatus(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &b) {
 		return
 	}
-	se, err := h.Registry.ReportSEStatus(chi.URLParam(r, "seId"), b.Status)
+	rep, err := h.Registry.ReportSEStatus(chi.URLParam(r, "seId"), b.Status)
 	if err != nil {
 		writeError(w, r, h.Log, err)
 		return
 	}
-	h.Log.Info("SE status reported", "se", se.ID, "status", se.Status)
-	writeJSON(w, http.StatusOK, adapters.SERecord(se))
+	if rep.OperationID == "" {
+		// Reported again: nothing changed, no procedure.
+		writeJSON(w, http.StatusOK, operationBody{Status: string(rep.SE.Status)})
+		return
+	}
+	h.Log.Info("SE status reported", "se", rep.SE.ID, "status", rep.SE.Status, "operationId", rep.OperationID)
+	writeJSON(w, http.StatusAccepted, operationBody{OperationID: rep.OperationID, Status: string(rep.SE.Status)})
+}
+
+// operationBody answers the calls that start an operator procedure (202);
+// operationId is the procedure's request id (an audit's procedureId).
+type operationBody struct {
+	OperationID string `json:"operationId,omitempty"`
+	Status      string `json:"status,omitempty"`
+}
+
+// requestAudit is POST /v1/ses/{seId}/audit: the body is empty or {}.
+func (h *HTTP) requestAudit(w http.ResponseWriter, r *http.Request) {
+	var opID string
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		writeProblem(w, r, http.StatusBadRequest, ProblemMalformedBody, "the body cannot be read: send {} or nothing", nil)
+		return
+	}
+	if len(bytes.TrimSpace(raw)) > 0 {
+		r.Body = io.NopCloser(bytes.NewReader(raw))
+		var b struct{}
+		if !decodeBody(w, r, &b) {
+			return
+		}
+	}
+	opID, err = h.Registry.RequestAudit(chi.URLParam(r, "seId"))
+	if err != nil {
+		writeError(w, r, h.Log, err)
+		return
+	}
+	h.Log.Info("SE audit requested", "se", chi.URLParam(r, "seId"), "operationId", opID)
+	writeJSON(w, http.StatusAccepted, operationBody{OperationID: opID})
 }
 
 // subscriptionBody is the body of POST /v1/ses/{seId}/subscription.

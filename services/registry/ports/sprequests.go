@@ -17,21 +17,15 @@ import (
 )
 
 // SPRequests handles the registry-requests consumer, which sees every SP
-// request: it answers the look-ups, resolves the SE of begin-conversation for
-// the conversation service, answers the operations not built yet, and lets the
-// port answer unknown operations and malformed requests.
+// request: it answers the look-ups, resolves the SE of begin-conversation and
+// checks the service operations (pre-personalize, activate-service, ...) for
+// the conversation service, and lets the port answer unknown operations and
+// malformed requests.
 type SPRequests struct {
 	Port     *spport.Port
 	Registry *app.Registry
 	Repo     *adapters.Repository
 	Log      *slog.Logger
-}
-
-// notAvailable lists the operations of the public contract that no service
-// runs in this release: the registry answers them NOT_ALLOWED.
-var notAvailable = map[string]bool{
-	topology.OpPrePersonalize: true, topology.OpActivateService: true, topology.OpSuspendService: true,
-	topology.OpResumeService: true, topology.OpTerminateService: true, topology.OpGetServiceState: true,
 }
 
 // Handle is the bus handler of topology.RegistryRequests.
@@ -49,8 +43,10 @@ func (h *SPRequests) Handle(ctx context.Context, d *bus.Delivery) error {
 		// Forward mode: the conversation service answers success and keeps the
 		// request's idempotency record; the registry only answers its refusals.
 		return h.Port.HandleForward(ctx, d, nil, h.beginConversation)
-	case notAvailable[op]:
-		return h.Port.Handle(ctx, d, nil, h.notAvailable)
+	case app.IsServiceOperation(op):
+		// Forward mode as begin-conversation: the conversation service runs
+		// the procedure and answers; the registry answers its refusals.
+		return h.Port.HandleForward(ctx, d, nil, h.serviceOperation)
 	default:
 		// Parse answers an unknown op with INVALID_ARGUMENT before fn is ever
 		// called; fn still answers the same should that change.
@@ -80,6 +76,8 @@ func contractError(err error) (*contract.Error, error) {
 		code = contract.CodeNotAllowed
 	case app.KindInaccessible:
 		code = contract.CodeSEInaccessible
+	case app.KindNoEligibleSE:
+		code = contract.CodeNoEligibleSE
 	}
 	return &contract.Error{Code: code, Message: e.Message}, nil
 }
@@ -153,6 +151,11 @@ func (h *SPRequests) getSEData(_ context.Context, tx *bus.Tx, req *spport.Reques
 		data.SecurityDomain = &contract.SecurityDomain{AID: sd.AID, LifeCycle: sd.LifeCycle, KeyVersion: sd.KeyVersion,
 			MasterKeyIndex: sd.MasterKeyIndex}
 	}
+	for _, in := range v.Services {
+		data.Services = append(data.Services, contract.ServiceInstance{
+			ServiceID: contract.ServiceID{Number: in.ServiceNumber, Version: in.ServiceVersion}, InstanceAID: in.InstanceAID,
+			State: in.State})
+	}
 	return spport.Reply(tx, req.Ref, se.ID, contract.GetSEDataResponse{Result: contract.Success(), SEID: se.ID,
 		SEIDType: contract.SEIDTypeCIN, MSI: se.MSI, SEData: data})
 }
@@ -162,7 +165,7 @@ func (h *SPRequests) beginConversation(_ context.Context, tx *bus.Tx, req *sppor
 	if err := req.Decode(&in); err != nil {
 		return spport.ReplyError(tx, req.Ref, subjectOf(in.SEID), decodeError(req.Ref.Op, err))
 	}
-	se, mno, err := h.Registry.ResolveConversation(h.Repo.InTx(tx), in.SEID, in.MSI)
+	se, mno, err := h.Registry.ResolveConversation(h.Repo.InTx(tx), req.Ref.SPID, in.SEID, in.MSI)
 	if err != nil {
 		cerr, serr := contractError(err)
 		if serr != nil {
@@ -183,7 +186,28 @@ func (h *SPRequests) beginConversation(_ context.Context, tx *bus.Tx, req *sppor
 	return tx.Emit(topology.ConversationBegin(se.ID), ev)
 }
 
-func (h *SPRequests) notAvailable(_ context.Context, tx *bus.Tx, req *spport.Request) error {
-	return spport.ReplyError(tx, req.Ref, "", contract.Errorf(contract.CodeNotAllowed,
-		"operation %s is not available in this release", req.Ref.Op))
+// serviceOperation checks pre-personalize, activate-service,
+// suspend-service, resume-service, terminate-service and get-service-state
+// and passes them on as a ProcedureRequested (tsm.conv.<seId>.procedure),
+// or answers the refusal.
+func (h *SPRequests) serviceOperation(_ context.Context, tx *bus.Tx, req *spport.Request) error {
+	var in contract.ServiceRequest
+	if err := req.Decode(&in); err != nil {
+		return spport.ReplyError(tx, req.Ref, subjectOf(in.SEID), decodeError(req.Ref.Op, err))
+	}
+	op := app.ServiceOperation{SPID: req.Ref.SPID, RequestID: req.Ref.RequestID, Op: req.Ref.Op, SEID: in.SEID,
+		MSI: in.MSI, ServiceNumber: in.ServiceID.Number, ServiceVersion: in.ServiceID.Version,
+		ReceivedAt: req.ReceivedAt, ValidUntil: req.ValidUntil}
+	if q := in.ServiceQualifier; q != nil {
+		op.Qualifier = &domain.ServiceQualifier{SPName: q.SPName, PRN: q.PRN}
+	}
+	if err := h.Registry.RequestServiceOperation(h.Repo.InTx(tx), op); err != nil {
+		cerr, serr := contractError(err)
+		if serr != nil {
+			return serr
+		}
+		h.logRefusal(req, subjectOf(in.SEID), cerr)
+		return spport.ReplyError(tx, req.Ref, subjectOf(in.SEID), cerr)
+	}
+	return nil
 }

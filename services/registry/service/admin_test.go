@@ -16,6 +16,7 @@ import (
 
 	"github.com/tsmhub/tsmhub/pkg/bustest"
 	"github.com/tsmhub/tsmhub/pkg/events"
+	"github.com/tsmhub/tsmhub/pkg/keycustody"
 
 	"github.com/tsmhub/tsmhub/services/registry/domain"
 	"github.com/tsmhub/tsmhub/services/registry/ports"
@@ -174,9 +175,13 @@ func TestAdminAPIHappyPaths(t *testing.T) {
 	validateRecord(t, h, h.lastRecord("tsm.reg.se."+seID, nil), events.TypeRegistrySE, seID)
 
 	// Status and subscription changes publish the record.
-	h.mustDo("POST", "/v1/ses/"+seID+"/status", map[string]any{"status": "lost"}, http.StatusOK).decode(t, &again)
-	if again.Status != "lost" {
-		t.Fatalf("status %q", again.Status)
+	var op struct {
+		OperationID string `json:"operationId"`
+		Status      string `json:"status"`
+	}
+	h.mustDo("POST", "/v1/ses/"+seID+"/status", map[string]any{"status": "lost"}, http.StatusAccepted).decode(t, &op)
+	if op.Status != "lost" || op.OperationID == "" {
+		t.Fatalf("status answer %+v", op)
 	}
 	m := h.lastRecord("tsm.reg.se."+seID, func(m *jetstream.RawStreamMsg) bool { return bytes.Contains(m.Data, []byte(`"status":"lost"`)) })
 	validateRecord(t, h, m, events.TypeRegistrySE, seID)
@@ -308,8 +313,18 @@ func TestKeyTransportKeyNeverLeaves(t *testing.T) {
 		}
 	}
 	var rec map[string]any
-	if err := json.Unmarshal(m.Data, &rec); err != nil || len(rec) != 3 {
-		t.Fatalf("published SP record %s: want spId, name, securityDomainAid only", m.Data)
+	if err := json.Unmarshal(m.Data, &rec); err != nil || len(rec) != 4 {
+		t.Fatalf("published SP record %s: want spId, name, securityDomainAid, keyTransportKeyWrapped only", m.Data)
+	}
+	// The record carries the key wrapped under the key-exchange key: it
+	// unwraps to the key last PUT, and not under another key.
+	wrapped, _ := rec["keyTransportKeyWrapped"].(string)
+	got, err := keycustody.UnwrapTransportKey(testExchangeKey, wrapped)
+	if err != nil || hex.EncodeToString(got) != key2 {
+		t.Fatalf("keyTransportKeyWrapped does not unwrap to the PUT key under the key-exchange key: %v", err)
+	}
+	if _, err := keycustody.UnwrapTransportKey(keycustody.DemoKeyExchangeKey, wrapped); err == nil {
+		t.Fatal("keyTransportKeyWrapped unwraps under the demo key-exchange key too")
 	}
 }
 

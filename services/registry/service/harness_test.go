@@ -35,10 +35,16 @@ type harness struct {
 	js      jetstream.JetStream
 	logs    *bustest.Buffer
 	schemas *bus.Schemas
+	srv     *bustest.Server
+	dataDir string
+	svc     *bustest.Service
 }
 
 // testKEK is the key-encryption key of the test registry.
 var testKEK = bytes.Repeat([]byte{0x5A}, 32)
+
+// testExchangeKey is the key-exchange key of the test registry.
+var testExchangeKey = bytes.Repeat([]byte{0x3C}, 32)
 
 type harnessOption func(*service.Config)
 
@@ -46,15 +52,31 @@ func withClock(now func() time.Time) harnessOption {
 	return func(c *service.Config) { c.Now = now }
 }
 
+func withExchangeKey(k []byte) harnessOption {
+	return func(c *service.Config) { c.KeyExchangeKey = k }
+}
+
 func startRegistry(t *testing.T, opts ...harnessOption) *harness {
 	t.Helper()
-	srv := bustest.StartJetStream(t)
-	dataDir := t.TempDir()
+	return startRegistryOn(t, bustest.StartJetStream(t), t.TempDir(), opts...)
+}
+
+// restart stops the registry and starts another on the same NATS server and
+// data directory.
+func (h *harness) restart(opts ...harnessOption) *harness {
+	h.t.Helper()
+	h.svc.Stop(h.t)
+	return startRegistryOn(h.t, h.srv, h.dataDir, opts...)
+}
+
+func startRegistryOn(t *testing.T, srv *bustest.Server, dataDir string, opts ...harnessOption) *harness {
+	t.Helper()
 	logs := &bustest.Buffer{}
 	cfg := service.Config{
 		Kit: servicekit.Config{NATSURL: srv.URL(), DataDir: dataDir, HTTPAddr: "127.0.0.1:0",
 			Workers: 8, Log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))},
 		KEK:             testKEK,
+		KeyExchangeKey:  testExchangeKey,
 		ImportBatchSize: 1000,
 	}
 	for _, o := range opts {
@@ -65,7 +87,7 @@ func startRegistry(t *testing.T, opts ...harnessOption) *harness {
 		return service.Run(ctx, cfg)
 	})
 	h := &harness{t: t, baseURL: "http://" + svc.Addr, dbPath: filepath.Join(dataDir, "registry.db"), logs: logs,
-		nc: srv.NC, js: srv.JS}
+		nc: srv.NC, js: srv.JS, srv: srv, dataDir: dataDir, svc: svc}
 	var err error
 	if h.schemas, err = bus.LoadSchemas(); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,6 @@
 // Package service wires the registry: configuration from the environment,
 // the service kit (NATS, streams, bbolt store with outbox relay, router, ops
-// HTTP), the admin API and the SP request consumer.
+// HTTP), the admin API, the SP request consumer and the content consumer.
 package service
 
 import (
@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tsmhub/tsmhub/pkg/keycustody"
 	"github.com/tsmhub/tsmhub/pkg/ops"
 	"github.com/tsmhub/tsmhub/pkg/servicekit"
 	"github.com/tsmhub/tsmhub/pkg/spport"
@@ -47,6 +48,14 @@ type Config struct {
 	KEK []byte
 	// KEKIsDemo is true when KEK is DemoKEK.
 	KEKIsDemo bool
+	// KeyExchangeKey wraps SP key-transport keys in the published SP records
+	// for the script router, which holds the same key
+	// [REGISTRY_KEY_EXCHANGE_KEY = SCRIPTROUTER_KEY_EXCHANGE_KEY, hex AES key
+	// of 16, 24 or 32 bytes; default: keycustody.DemoKeyExchangeKey, with a
+	// warning].
+	KeyExchangeKey []byte
+	// KeyExchangeKeyIsDemo is true when KeyExchangeKey is the demo key.
+	KeyExchangeKeyIsDemo bool
 	// ImportBatchSize is the number of SEs per transaction of a bulk import
 	// [REGISTRY_IMPORT_BATCH_SIZE, default 2000].
 	ImportBatchSize int
@@ -70,6 +79,11 @@ func ConfigFromEnv() (Config, error) {
 	}
 	if cfg.KEK, err = ParseKEK(kekHex); err != nil {
 		return Config{}, fmt.Errorf("REGISTRY_KEK: %w", err)
+	}
+	if v := ops.Env("REGISTRY_KEY_EXCHANGE_KEY", ""); v != "" {
+		if cfg.KeyExchangeKey, err = keycustody.ParseAESKey("REGISTRY_KEY_EXCHANGE_KEY", v); err != nil {
+			return Config{}, err
+		}
 	}
 	if cfg.ImportBatchSize, err = ops.EnvInt("REGISTRY_IMPORT_BATCH_SIZE", app.DefaultImportBatchSize); err != nil {
 		return Config{}, err
@@ -107,6 +121,9 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		cfg.KEK, cfg.KEKIsDemo = k, true
 	}
+	if len(cfg.KeyExchangeKey) == 0 {
+		cfg.KeyExchangeKey, cfg.KeyExchangeKeyIsDemo = keycustody.DemoKeyExchangeKey, true
+	}
 	cipher, err := adapters.NewKeyCipher(cfg.KEK)
 	if err != nil {
 		return err
@@ -124,7 +141,26 @@ func Run(ctx context.Context, cfg Config) error {
 		kit.Log.Warn("REGISTRY_KEK is not set: SP key-transport keys are sealed under the PUBLIC DEMO key-encryption key. " +
 			"Anyone with the bbolt file can read them. Set REGISTRY_KEK (64 hex digits) for anything but a demo.")
 	}
-	repo := adapters.NewRepository(kit.Store, cipher)
+	if cfg.KeyExchangeKeyIsDemo {
+		kit.Log.Warn("REGISTRY_KEY_EXCHANGE_KEY is not set: SP key-transport keys are published wrapped under the PUBLIC DEMO " +
+			"key-exchange key. Anyone reading the bus can unwrap them. Set REGISTRY_KEY_EXCHANGE_KEY (and the same " +
+			"SCRIPTROUTER_KEY_EXCHANGE_KEY) for anything but a demo.")
+	}
+	repo := adapters.NewRepository(kit.Store, cipher, cfg.KeyExchangeKey)
+	// SP records published before they carried the wrapped key-transport key,
+	// or wrapped under another key-exchange key, are published again now.
+	republished, unreadable, err := repo.RepublishSPRecords()
+	if err != nil {
+		return fmt.Errorf("republish SP records: %w", err)
+	}
+	if republished > 0 {
+		kit.Log.Info("SP records republished with the key-transport key wrapped under the current key-exchange key",
+			"sps", republished)
+	}
+	if len(unreadable) > 0 {
+		kit.Log.Warn("SP key-transport keys that do not open under REGISTRY_KEK: their records are not republished; PUT these SPs again",
+			"sps", unreadable)
+	}
 	reg := app.New(repo, cfg.Now)
 	api := &ports.HTTP{Registry: reg, Log: kit.Log,
 		Import: app.ImportConfig{BatchSize: cfg.ImportBatchSize, MaxErrors: cfg.ImportMaxErrors}}
@@ -134,5 +170,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Registry: reg, Repo: repo, Log: kit.Log,
 	}
 	kit.Router.Handle(topology.RegistryRequests, requests.Handle)
+	content := &ports.Content{Store: kit.Store, Schemas: kit.Schemas, Registry: reg, Repo: repo, Log: kit.Log}
+	kit.Router.Handle(topology.RegistryContent, content.Handle)
 	return kit.Run(ctx)
 }

@@ -68,9 +68,10 @@ func enrollFleet(t *testing.T, h *harness) {
 	h.mustDo("PUT", "/v1/ses/"+strings.ToLower(seA), a, http.StatusCreated)
 	b := seBody("5550100", "mno-a")
 	b["msiType"] = "MDN"
+	b["preIssuedSpDomains"] = []map[string]any{{"spId": "bank-a"}}
 	h.mustDo("PUT", "/v1/ses/"+seB, b, http.StatusCreated)
 	h.mustDo("PUT", "/v1/ses/"+seL, seBody("491703333333", "mno-a"), http.StatusCreated)
-	h.mustDo("POST", "/v1/ses/"+seL+"/status", map[string]any{"status": "stolen"}, http.StatusOK)
+	h.mustDo("POST", "/v1/ses/"+seL+"/status", map[string]any{"status": "stolen"}, http.StatusAccepted)
 	x := seBody("491704444444", "mno-a")
 	x["expiresAt"] = "2020-01-01T00:00:00Z"
 	h.mustDo("PUT", "/v1/ses/"+seX, x, http.StatusCreated)
@@ -212,14 +213,12 @@ func TestMalformedRequestsAreAnswered(t *testing.T) {
 		t.Fatalf("missing ce-id message %q", e.Message)
 	}
 
-	// Operations not built yet.
+	// Service operations are checked (TestServiceOperationRefusals has them all).
 	r = sp.call(t, "pre-personalize", "m-8", map[string]any{"seId": seA, "serviceId": map[string]any{"number": "pay", "version": "1"}})
-	checkResponse(t, h, r, "pre-personalize", "")
-	if e := wantFailure(t, r, contract.CodeNotAllowed); e.Message != "operation pre-personalize is not available in this release" {
+	checkResponse(t, h, r, "pre-personalize", seA)
+	if e := wantFailure(t, r, contract.CodeNotFound); e.Message != "service pay/1 is not in the catalog" {
 		t.Fatalf("pre-personalize message %q", e.Message)
 	}
-	wantFailure(t, sp.call(t, "get-service-state", "m-9", map[string]any{"seId": seA, "serviceId": map[string]any{"number": "pay", "version": "1"}}),
-		contract.CodeNotAllowed)
 
 	// send-script belongs to the conversation service: the registry acks it
 	// and answers nothing.
@@ -318,7 +317,7 @@ func TestBeginConversationOverBus(t *testing.T) {
 		n := bustest.CountMessages(t, h.js, "TSM_STEPS", topology.ConversationBegin(seB))
 		return n == 1, fmt.Sprint(n)
 	})
-	for subject, want := range map[string]int{topology.ConversationBegin(seA): 1, "tsm.conv.>": 2} {
+	for subject, want := range map[string]int{topology.ConversationBegin(seA): 1, "tsm.conv.*.begin": 2} {
 		if n := bustest.CountMessages(t, h.js, "TSM_STEPS", subject); n != want {
 			t.Errorf("%s: %d messages, want exactly %d", subject, n, want)
 		}
