@@ -922,10 +922,10 @@ func (p *Procedure) evaluate(s *ProcedureStep, res StepResult) stepEval {
 		name := commandName(s.Commands[i])
 		switch {
 		case resp == nil:
-			ev.failure = contract.Errorf(contract.CodeSecureElementError, "%s: command %d, %s, did not run (%s)",
+			ev.failure = contract.Errorf(contract.CodeSecureElementError, "%s: command %d %s did not run (%s)",
 				where, i+1, name, routerMsg)
 		case !events.CommandSucceeded(resp.SW):
-			ev.failure = contract.Errorf(contract.CodeSecureElementError, "%s: command %d, %s, returned SW %04X (%s)",
+			ev.failure = contract.Errorf(contract.CodeSecureElementError, "%s: command %d %s returned SW %04X (%s)",
 				where, i+1, name, resp.SW, apdu.StatusText(resp.SW))
 		default:
 			continue
