@@ -134,7 +134,9 @@ func (r *cardRouter) run(s *domain.Script) domain.StepResult {
 	return res
 }
 
-func hex4(sw uint16) string { return strings.ToUpper(hex.EncodeToString([]byte{byte(sw >> 8), byte(sw)})) }
+func hex4(sw uint16) string {
+	return strings.ToUpper(hex.EncodeToString([]byte{byte(sw >> 8), byte(sw)}))
+}
 
 // entry returns the card's registry entry of aid.
 func (r *cardRouter) entry(aid string) *card.RegistryEntry {
