@@ -193,3 +193,44 @@ func TestSameContentIgnoresUpdatedAtOnly(t *testing.T) {
 		t.Fatal("a changed status went unnoticed")
 	}
 }
+
+func TestIneligibility(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	se := SE{ID: "0101", SEType: "eSE", Configuration: "embedded", GPVersion: "2.2", CertificationLevel: "EMVCo",
+		ExpiresAt: now.Add(time.Hour)}
+	svc := Service{Number: "1", Version: "1"}
+	if why := Ineligibility(se, svc, now); why != "" {
+		t.Fatalf("eligible SE refused: %s", why)
+	}
+	for _, c := range []struct {
+		mod  func(*SE, *Service)
+		want string
+	}{
+		{func(s *SE, _ *Service) { s.ExpiresAt = now }, "expired"},
+		{func(s *SE, _ *Service) { s.Configuration = "open" }, "configuration \"open\""},
+		{func(s *SE, _ *Service) { s.GPVersion = "2.1.9" }, "GP 2.2 or later"},
+		{func(s *SE, _ *Service) { s.GPVersion = "two" }, "not a version"},
+		{func(_ *SE, v *Service) { v.Eligibility.MinGPVersion = "2.2.1" }, "requires GP 2.2.1"},
+		{func(_ *SE, v *Service) { v.Eligibility.SETypes = []string{"UICC"} }, "type UICC"},
+		{func(_ *SE, v *Service) { v.Eligibility.CertificationLevels = []string{"EAL6"} }, "EAL6"},
+	} {
+		s, v := se, svc
+		c.mod(&s, &v)
+		if why := Ineligibility(s, v, now); !strings.Contains(why, c.want) {
+			t.Errorf("want %q in %q", c.want, why)
+		}
+	}
+	if v, _ := ParseVersion("2.10"); CompareVersions(v, []int{2, 9}) <= 0 {
+		t.Error("2.10 is not after 2.9")
+	}
+	for _, bad := range []string{"", "2.", ".2", "2.x", "-1", "+2"} {
+		if _, ok := ParseVersion(bad); ok {
+			t.Errorf("ParseVersion(%q) accepted", bad)
+		}
+	}
+	if _, err := NewService("1", "1", ServiceInput{SPID: "sp", ELFAID: "A00000055501", ModuleAID: "A0000005550101",
+		InstanceAID: "A000000555010101", Eligibility: Eligibility{SETypes: []string{"SIM"}, MinGPVersion: "new"}}); err == nil ||
+		!strings.Contains(err.Error(), "seTypes[0]") || !strings.Contains(err.Error(), "minGpVersion") {
+		t.Errorf("bad eligibility accepted or not named: %v", err)
+	}
+}
