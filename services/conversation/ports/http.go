@@ -33,9 +33,23 @@ type RunningScriptView struct {
 	StartedAt time.Time `json:"startedAt"`
 }
 
-// ConversationView is a conversation as operators see it.
+// ProcedureView is the procedure a record of kind procedure holds.
+type ProcedureView struct {
+	ProcedureID string `json:"procedureId"`
+	Kind        string `json:"kind"`
+	Phase       string `json:"phase"`
+	// Step is the step whose script is with the script router.
+	Step     string `json:"step,omitempty"`
+	ScriptID string `json:"scriptId,omitempty"`
+	Attempt  int    `json:"attempt,omitempty"`
+}
+
+// ConversationView is a conversation (or a procedure holding an SE) as
+// operators see it.
 type ConversationView struct {
 	ConversationID     string             `json:"conversationId"`
+	Kind               string             `json:"kind,omitempty"`
+	Procedure          *ProcedureView     `json:"procedure,omitempty"`
 	State              domain.State       `json:"state"`
 	SEID               string             `json:"seId"`
 	SPID               string             `json:"spId"`
@@ -64,6 +78,13 @@ func viewOf(c *domain.Conversation) ConversationView {
 		ConversationID: c.ID, State: c.State, SEID: c.SEID, SPID: c.SPID, MNOID: c.MNOID, TargetAID: c.TargetAID,
 		RequestedOperation: c.RequestedOperation, ScriptFormat: c.ScriptFormat, OTACarrier: c.OTACarrier,
 		Limits: c.Limits, ScriptsRun: c.ScriptsRun, OpenedAt: c.OpenedAt, ExpiresAt: c.ExpiresAt, Outcome: c.Outcome,
+	}
+	if p := c.Procedure; p != nil {
+		v.Kind = c.Kind
+		v.Procedure = &ProcedureView{ProcedureID: p.ID, Kind: p.Kind, Phase: p.Phase}
+		if p.Running != nil {
+			v.Procedure.Step, v.Procedure.ScriptID, v.Procedure.Attempt = p.Running.Step, p.Running.ScriptID, p.Running.Attempt
+		}
 	}
 	if c.Running != nil {
 		v.RunningScript = &RunningScriptView{ScriptID: c.Running.ScriptID, RequestID: c.Running.Request.RequestID,

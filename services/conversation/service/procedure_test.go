@@ -194,6 +194,16 @@ func TestProcedureHoldsTheSELikeAConversation(t *testing.T) {
 	})
 	h.endOK("bank", "e1", conv.ConversationID)
 	s1 := h.step(1, "create-sd")
+	var held struct {
+		Kind      string `json:"kind"`
+		Procedure struct {
+			Kind, Step string
+		} `json:"procedure"`
+	}
+	if h.get("/v1/ses/"+se1+"/conversation", &held); held.Kind != "procedure" ||
+		held.Procedure.Kind != events.ProcedurePrePersonalize || held.Procedure.Step != "create-sd" {
+		t.Fatalf("the SE's holder: %+v", held)
+	}
 	// While it runs, a begin-conversation gets CONVERSATION_BUSY.
 	h.begin("transit", "b2", se1, mnoHTTPS, time.Time{})
 	h.failure("transit", "b2", contract.StatusFailed, contract.CodeConversationBusy, "pre-personalize")
