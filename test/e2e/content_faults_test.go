@@ -20,7 +20,7 @@ import (
 func TestForbiddenContentActions(t *testing.T) {
 	e := startEnv(t)
 	const seID = "0100000000000B01"
-	e.enrollBlankSE(seID, "+4915100000B01", "2.3.1", time.Date(2036, 1, 1, 0, 0, 0, 0, time.UTC))
+	e.enrollBlankSE(seID, "+4915100092001", "2.3.1", time.Date(2036, 1, 1, 0, 0, 0, 0, time.UTC))
 	svcs := demoServices(t)
 	bank, transit := svcs[0], svcs[1]
 	bankKeys := prePersonalize(t, e, seID, bank)
@@ -84,8 +84,8 @@ func TestForbiddenContentActions(t *testing.T) {
 		expires             time.Time
 		msgPart             string
 	}{
-		{"ineligible SE (GP 2.1.1)", "0100000000000B02", "+4915100000B02", "2.1.1", time.Date(2036, 1, 1, 0, 0, 0, 0, time.UTC), "GP"},
-		{"expired SE", "0100000000000B03", "+4915100000B03", "2.3.1", time.Now().Add(-24 * time.Hour), "expire"},
+		{"ineligible SE (GP 2.1.1)", "0100000000000B02", "+4915100092002", "2.1.1", time.Date(2036, 1, 1, 0, 0, 0, 0, time.UTC), "GP"},
+		{"expired SE", "0100000000000B03", "+4915100092003", "2.3.1", time.Now().Add(-24 * time.Hour), "expire"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e.enrollBlankSE(c.seID, c.msi, c.gp, c.expires)
@@ -118,7 +118,7 @@ func TestKillDuringPrePersonalize(t *testing.T) {
 	for i, name := range []string{"conversation", "sesimulator"} {
 		t.Run(name, func(t *testing.T) {
 			seID := "0100000000000C0" + string(rune('1'+i))
-			e.enrollBlankSE(seID, "+4915100000C0"+string(rune('1'+i)), "2.3.1", time.Date(2036, 1, 1, 0, 0, 0, 0, time.UTC))
+			e.enrollBlankSE(seID, "+491510009300"+string(rune('1'+i)), "2.3.1", time.Date(2036, 1, 1, 0, 0, 0, 0, time.UTC))
 			delivered := e.watch(t, "tsm.mno.*."+seID+".deliver")
 			requestID := "preperso-kill-" + name
 			type result struct {

@@ -329,7 +329,7 @@ func personalize(t *testing.T, e *env, svc demoService, seID string, keys scp03.
 func TestCentralContentManagementStory(t *testing.T) {
 	e := startEnv(t)
 	const seID = "0100000000000A01"
-	e.enrollBlankSE(seID, "+4915100000A01", "2.3.1", time.Date(2036, 1, 1, 0, 0, 0, 0, time.UTC))
+	e.enrollBlankSE(seID, "+4915100091001", "2.3.1", time.Date(2036, 1, 1, 0, 0, 0, 0, time.UTC))
 	svcs := demoServices(t)
 	notes := map[string]*notifications{}
 	for _, svc := range svcs {
