@@ -16,7 +16,8 @@ import (
 // not systems of record: deleting them and replaying TSM_REG through a new
 // consumer rebuilds them.
 const (
-	// BucketRegSPs: spId -> spEntry (its security domain AID).
+	// BucketRegSPs: spId -> spEntry (its security domain AID and its
+	// key-transport key wrapped under the key-exchange key).
 	BucketRegSPs = "registry.sps"
 	// BucketRegServices: "<number>.<version>" -> serviceEntry (SP and instance AID).
 	BucketRegServices = "registry.services"
@@ -35,6 +36,9 @@ const (
 type spEntry struct {
 	Seq               uint64 `json:"seq"`
 	SecurityDomainAID string `json:"securityDomainAid"`
+	// KeyTransportKeyWrapped is the SP's key-transport key as the registry
+	// sent it: wrapped under the key-exchange key, never in clear.
+	KeyTransportKeyWrapped string `json:"keyTransportKeyWrapped,omitempty"`
 }
 
 type serviceEntry struct {
@@ -85,7 +89,20 @@ func (r registry) PutSP(seq uint64, rec events.SPRecord) error {
 	if ok, err := newer(b, rec.SPID, seq); err != nil || !ok {
 		return err
 	}
-	return putJSON(b, rec.SPID, spEntry{Seq: seq, SecurityDomainAID: strings.ToUpper(rec.SecurityDomainAID)})
+	return putJSON(b, rec.SPID, spEntry{Seq: seq, SecurityDomainAID: strings.ToUpper(rec.SecurityDomainAID),
+		KeyTransportKeyWrapped: rec.KeyTransportKeyWrapped})
+}
+
+func (r registry) TransportKey(spID string) (string, bool, error) {
+	raw := r.tx.Bucket([]byte(BucketRegSPs)).Get([]byte(spID))
+	if raw == nil || spID == "" {
+		return "", false, nil
+	}
+	var sp spEntry
+	if err := json.Unmarshal(raw, &sp); err != nil {
+		return "", false, fmt.Errorf("%s %s: %w", BucketRegSPs, spID, err)
+	}
+	return sp.KeyTransportKeyWrapped, true, nil
 }
 
 func instanceKey(spID, serviceKey string) []byte { return []byte(spID + "\x00" + serviceKey) }

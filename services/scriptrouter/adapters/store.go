@@ -7,6 +7,10 @@
 //	scripts.inflight  scriptId -> domain.Script (JSON). System of record: a
 //	                  script accepted and routed, waiting for the SE's result;
 //	                  deleted in the transaction that emits ScriptCompleted.
+//	                  A script the router secures itself carries its session
+//	                  (phase, SD, key version, the public INITIALIZE UPDATE
+//	                  data, sealed temporary keys; no session key), so a
+//	                  restart between the two round trips resumes it.
 //	scripts.summary   scriptId -> domain.Summary (JSON). System of record for
 //	                  GET /v1/scripts/{id} after completion: state and counts,
 //	                  no APDU data; pruned after the configured retention.
@@ -15,6 +19,8 @@
 //	conversations.cardstate  conversationId -> the router's view of the card
 //	                  (selection per logical channel) between the scripts of
 //	                  a conversation; pruned with the summaries.
+//	sd-keys, custody  temporary keys of SP SDs (sealed) and key custody per
+//	                  SD; see custody.go.
 package adapters
 
 import (
@@ -37,7 +43,7 @@ const (
 
 // Buckets lists the buckets to create at start-up.
 var Buckets = []string{BucketInFlight, BucketSummary, BucketRegSPs, BucketRegServices, BucketRegInstances,
-	BucketRegSEs, BucketCardStates}
+	BucketRegSEs, BucketCardStates, BucketSDKeys, BucketCustody}
 
 // Store implements app.Transactor on a bus.Store.
 type Store struct {
@@ -103,6 +109,7 @@ func (t *txn) Registry() app.Registry { return registry{tx: t.tx.Tx} }
 func (t *txn) CardStates() app.CardStates {
 	return cardStates{tx: t.tx.Tx}
 }
+func (t *txn) Custody() app.Custody { return custody{tx: t.tx.Tx} }
 
 // scripts is the repository of both buckets inside one bbolt transaction.
 type scripts struct{ tx *bolt.Tx }

@@ -2,8 +2,10 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/tsmhub/tsmhub/pkg/contract"
@@ -16,6 +18,16 @@ import (
 type Config struct {
 	// DefaultLimits apply when a ScriptRequested carries no limit of its own.
 	DefaultLimits domain.Limits
+	// IssuerMasterKey diversifies the keys of each card's central SD.
+	IssuerMasterKey []byte
+	// KeyExchangeKey unwraps the SP key-transport keys of the registry records.
+	KeyExchangeKey []byte
+	// Sealer seals temporary keys at rest.
+	Sealer Sealer
+	// TemporaryKeyTTL is how long unrotated temporary keys are kept (messages).
+	TemporaryKeyTTL time.Duration
+	// Rand is the source of host challenges and temporary keys (crypto/rand if nil).
+	Rand io.Reader
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
 }
@@ -30,6 +42,9 @@ type App struct {
 func New(cfg Config, store Transactor) *App {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
 	}
 	return &App{cfg: cfg, store: store}
 }
@@ -52,6 +67,14 @@ type Result struct {
 	Error *contract.Error
 	// Commands is the number of commands in the script.
 	Commands int
+	// Phase is the round trip of the router's own secure channel that was
+	// sent (routed) or that ended the script (completed); empty for scripts
+	// secured end to end.
+	Phase string
+	// TemporaryKeys is the key version of temporary keys handed out (0: none).
+	TemporaryKeys int
+	// KeysRotated is the number of SP SDs whose keys the script replaced.
+	KeysRotated int
 }
 
 // RequestScript handles a script the conversation service accepted. A script
@@ -69,6 +92,13 @@ func (a *App) RequestScript(ctx context.Context, msg Message, req events.ScriptR
 	now := a.cfg.Now().UTC()
 	limits := domain.Limits{MaxAPDUs: req.MaxAPDUsPerScript, MaxBytes: req.MaxScriptBytes}.WithDefaults(a.cfg.DefaultLimits)
 	commands, rej := domain.ValidateScript(req.Commands, req.Securing, limits)
+	central := req.Procedure != nil || domain.IsCentral(req.Securing)
+	if rej == nil && central {
+		rej = domain.CheckCentralCommands(commands)
+	}
+	if rej == nil && req.Procedure != nil {
+		rej = checkProcedure(req.Procedure)
+	}
 	if rej == nil && stepErr != nil {
 		rej = domain.Reject(contract.CodeInternalError, "the central TSM passed the script on malformed; contact its operator")
 	}
@@ -81,14 +111,15 @@ func (a *App) RequestScript(ctx context.Context, msg Message, req events.ScriptR
 		// our fault, not the SP's, but the SP must still get an answer.
 		rej = domain.Reject(contract.CodeInternalError, "the SE has no usable MNO to deliver the script through; contact the central TSM operator")
 	}
-	script := domain.Script{ScriptID: req.ScriptID, ConversationID: req.ConversationID, SEID: req.SEID, MNO: req.MNO,
+	base := domain.Script{ScriptID: req.ScriptID, ConversationID: req.ConversationID, SEID: req.SEID, MNO: req.MNO,
 		Request: req.Request, ContinueOnError: req.ContinueOnError, ValidUntil: req.ValidUntil, AcceptedAt: now}
-	script.Commands = make([]string, len(commands))
+	base.Commands = make([]string, len(commands))
 	for i, c := range commands {
-		script.Commands[i] = c.Hex
+		base.Commands[i] = c.Hex
 	}
 	var res Result
 	err := a.store.Update(func(tx Tx) error {
+		script := base
 		res = Result{Commands: len(req.Commands)}
 		first, err := tx.MarkProcessed(msg.Inbox, msg.EventID)
 		if err != nil || !first {
@@ -103,11 +134,19 @@ func (a *App) RequestScript(ctx context.Context, msg Message, req events.ScriptR
 		}
 		// Authorization runs after the syntax and limit checks, inside the
 		// transaction: it reads the card state the conversation's previous
-		// scripts left and stores the one this script leaves.
+		// scripts left and stores the one this script leaves. Procedure
+		// steps are the central TSM's own and skip it.
 		rejection := rej
-		var state domain.CardState
+		var state *domain.CardState
 		if rejection == nil {
-			if state, rejection, err = authorize(tx, req, commands, now); err != nil {
+			if req.Procedure != nil {
+				script.Session, rejection, err = a.procedureSession(tx, req)
+			} else {
+				var next domain.CardState
+				next, script.KeyPuts, script.Session, rejection, err = a.authorize(tx, req, commands, now)
+				state = &next
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -120,15 +159,25 @@ func (a *App) RequestScript(ctx context.Context, msg Message, req events.ScriptR
 			return tx.Outbox().CompleteScript(msg.CorrelationID, completed(script, resp))
 		}
 		res.Outcome = OutcomeRouted
-		if err := tx.CardStates().Put(script.ConversationID, state); err != nil {
-			return err
+		if state != nil {
+			if err := tx.CardStates().Put(script.ConversationID, *state); err != nil {
+				return err
+			}
 		}
 		if err := tx.Scripts().PutInFlight(script); err != nil {
 			return err
 		}
-		return tx.Outbox().DeliverToMNO(script.MNO, msg.CorrelationID, events.MNODeliver{Request: script.Request,
-			ConversationID: script.ConversationID, ScriptID: script.ScriptID, SEID: script.SEID,
-			Commands: script.Commands, ContinueOnError: script.ContinueOnError, ValidUntil: script.ValidUntil})
+		deliver := events.MNODeliver{Request: script.Request, ConversationID: script.ConversationID, ScriptID: script.ScriptID,
+			SEID: script.SEID, Commands: script.Commands, ContinueOnError: script.ContinueOnError, ValidUntil: script.ValidUntil}
+		if script.Session != nil {
+			open, err := script.Session.OpenCommands()
+			if err != nil {
+				return err
+			}
+			res.Phase = domain.PhaseOpen
+			deliver.ScriptID, deliver.Commands, deliver.ContinueOnError = domain.PhaseScriptID(script.ScriptID, domain.PhaseOpen), open, false
+		}
+		return tx.Outbox().DeliverToMNO(script.MNO, msg.CorrelationID, deliver)
 	})
 	return res, err
 }
@@ -157,9 +206,16 @@ func (a *App) CompleteScript(_ context.Context, msg Message, ex events.SEExecute
 			res.Outcome = OutcomeDuplicate
 			return err
 		}
-		script, err := tx.Scripts().InFlight(ex.ScriptID)
+		script, phase, err := inFlightFor(tx.Scripts(), ex.ScriptID)
 		if errors.Is(err, ErrNotFound) {
-			if _, serr := tx.Scripts().Summary(ex.ScriptID); serr == nil {
+			id := ex.ScriptID
+			if base, _, ok := domain.SplitPhaseScriptID(id); ok {
+				if _, serr := tx.Scripts().Summary(base); serr == nil {
+					res.Outcome = OutcomeDuplicate
+					return nil
+				}
+			}
+			if _, serr := tx.Scripts().Summary(id); serr == nil {
 				res.Outcome = OutcomeDuplicate
 				return nil
 			}
@@ -178,17 +234,62 @@ func (a *App) CompleteScript(_ context.Context, msg Message, ex events.SEExecute
 			seErr = contract.Errorf(contract.CodeInternalError,
 				"the SE's result reached the central TSM malformed; the outcome of the script is unknown: check the SE's state before resending")
 		}
+		if script.Session != nil {
+			if phase != script.Session.Phase {
+				// A late result of a round trip already handled.
+				res.Outcome = OutcomeDuplicate
+				return nil
+			}
+			return a.advanceSession(tx, msg, script, ex, seErr, now, &res)
+		}
 		resp := domain.BuildResponse(script, ex.Responses, seErr)
-		res.Outcome, res.Status, res.Error, res.Commands = OutcomeCompleted, resp.Status, resp.Error, len(script.Commands)
-		if err := tx.Scripts().DeleteInFlight(script.ScriptID); err != nil {
-			return err
+		var rotated []events.KeyRotation
+		if seErr == nil {
+			if rotated, err = a.recordRotations(tx, script, ex.Responses, now); err != nil {
+				return err
+			}
 		}
-		if err := tx.Scripts().PutSummary(domain.CompletedSummary(script, resp, now)); err != nil {
-			return err
-		}
-		return tx.Outbox().CompleteScript(msg.CorrelationID, completed(script, resp))
+		return a.finish(tx, msg, script, resp, nil, rotated, now, &res)
 	})
 	return res, err
+}
+
+// inFlightFor finds the script in flight an SE result belongs to: the script
+// itself, or the script whose session round trip the id names (phase set).
+func inFlightFor(s Scripts, id string) (domain.Script, string, error) {
+	script, err := s.InFlight(id)
+	if err == nil || !errors.Is(err, ErrNotFound) {
+		return script, "", err
+	}
+	base, phase, ok := domain.SplitPhaseScriptID(id)
+	if !ok {
+		return script, "", err
+	}
+	script, err = s.InFlight(base)
+	if err == nil && script.Session == nil {
+		return domain.Script{}, "", ErrNotFound
+	}
+	return script, phase, err
+}
+
+// finish completes a script: summary, ScriptCompleted, and the script leaves
+// the in-flight bucket.
+func (a *App) finish(tx Tx, msg Message, script domain.Script, resp contract.SendScriptResponse,
+	tk *contract.TemporaryKeys, rotated []events.KeyRotation, now time.Time, res *Result) error {
+	res.Outcome, res.Status, res.Error, res.Commands = OutcomeCompleted, resp.Status, resp.Error, len(script.Commands)
+	res.KeysRotated = len(rotated)
+	if tk != nil {
+		res.TemporaryKeys = tk.KeyVersion
+	}
+	if err := tx.Scripts().DeleteInFlight(script.ScriptID); err != nil {
+		return err
+	}
+	if err := tx.Scripts().PutSummary(domain.CompletedSummary(script, resp, now)); err != nil {
+		return err
+	}
+	c := completed(script, resp)
+	c.TemporaryKeys, c.KeysRotated = tk, rotated
+	return tx.Outbox().CompleteScript(msg.CorrelationID, c)
 }
 
 // Summary returns the state and counts of a script (in flight or completed),
@@ -210,26 +311,39 @@ func (a *App) Summary(scriptID string) (domain.Summary, error) {
 	return sum, err
 }
 
-// authorize applies domain.Authorize with what the SP owns on the SE and the
-// card state of the conversation; it returns the state to store if the
-// script is routed.
-func authorize(tx Tx, req events.ScriptRequested, commands []domain.Command, now time.Time) (domain.CardState, *domain.Rejection, error) {
+// authorize applies domain.AuthorizeScript with what the SP owns on the SE
+// and the card state of the conversation; it returns the state to store if
+// the script is routed and the script's PUT KEY commands on the SP's SD. For
+// securing central it also picks the SP SD whose temporary keys the router
+// holds and returns the session to open with it (the script's commands then
+// run with that SD selected on the basic channel), or the refusal that says
+// why the router cannot secure the script.
+func (a *App) authorize(tx Tx, req events.ScriptRequested, commands []domain.Command, now time.Time) (
+	domain.CardState, []domain.KeyPut, *domain.Session, *domain.Rejection, error) {
 	scope, found, err := tx.Registry().Scope(req.Request.SPID, req.SEID)
 	if err != nil {
-		return domain.CardState{}, nil, err
+		return domain.CardState{}, nil, nil, nil, err
 	}
 	if !found {
-		return domain.CardState{}, domain.Reject(contract.CodeNotAllowed,
+		return domain.CardState{}, nil, nil, domain.Reject(contract.CodeNotAllowed,
 			"the central TSM has no registry record of SP %s, so it cannot tell its security domain: contact the central TSM operator",
 			req.Request.SPID), nil
 	}
 	state, err := tx.CardStates().Get(req.ConversationID)
 	if err != nil {
-		return domain.CardState{}, nil, err
+		return domain.CardState{}, nil, nil, nil, err
 	}
-	next, rej := domain.Authorize(scope, state, commands)
+	var session *domain.Session
+	if domain.IsCentral(req.Securing) {
+		var rej *domain.Rejection
+		if session, rej, err = a.centralSession(tx, req, scope); err != nil || rej != nil {
+			return domain.CardState{}, nil, nil, rej, err
+		}
+		state = state.WithOwnSD(0, session.SDAID)
+	}
+	next, puts, rej := domain.AuthorizeScript(scope, state, commands)
 	next.UpdatedAt = now
-	return next, rej, nil
+	return next, puts, session, rej, nil
 }
 
 // ApplyRegistry records one registry record in the projection, once per

@@ -31,6 +31,8 @@ type Transactor interface {
 	Update(fn func(Tx) error) error
 	// View runs fn in a read-only transaction.
 	View(fn func(Scripts) error) error
+	// ListCustody returns the custody records of the SDs of an SE, by AID.
+	ListCustody(seID string) ([]domain.Custody, error)
 }
 
 // Tx is one transaction: inbox, script state and outbox.
@@ -44,6 +46,31 @@ type Tx interface {
 	Registry() Registry
 	// CardStates holds the router's view of the card per conversation.
 	CardStates() CardStates
+	// Custody holds the temporary keys of SP SDs and their custody records.
+	Custody() Custody
+}
+
+// Custody stores the temporary keys the router holds (bucket sd-keys: system
+// of record, values sealed) and the key custody of every SP SD it created or
+// saw rotated (bucket custody: system of record, no key values).
+type Custody interface {
+	// Held returns the held keys of an SD on an SE, or ErrNotFound.
+	Held(seID, sdAID string) (domain.HeldKeys, error)
+	// PutHeld stores held keys.
+	PutHeld(k domain.HeldKeys) error
+	// DeleteHeld erases the held keys of an SD (no error if there are none).
+	DeleteHeld(seID, sdAID string) error
+	// Get returns the custody record of an SD on an SE, or ErrNotFound.
+	Get(seID, sdAID string) (domain.Custody, error)
+	// Put stores a custody record.
+	Put(c domain.Custody) error
+}
+
+// Sealer seals key material at rest, bound to an SE and an SD (the
+// additional data): AES-256-GCM under the router's KEK.
+type Sealer interface {
+	Seal(plain []byte, seID, sdAID string) ([]byte, error)
+	Open(sealed []byte, seID, sdAID string) ([]byte, error)
 }
 
 // Registry is the router's projection of the registry stream (TSM_REG): what
@@ -57,6 +84,10 @@ type Registry interface {
 	PutService(seq uint64, rec events.ServiceRecord) error
 	// PutSE stores the SP SDs pre-issued on an SE.
 	PutSE(seq uint64, rec events.SERecord) error
+	// TransportKey returns the SP's key-transport key as the registry sent
+	// it, wrapped under the key-exchange key ("" if it has none); found is
+	// false when the registry has no record of the SP.
+	TransportKey(spID string) (wrapped string, found bool, err error)
 	// Scope returns what spID owns on seID; found is false when the
 	// registry has no record of the SP.
 	Scope(spID, seID string) (scope domain.SPScope, found bool, err error)

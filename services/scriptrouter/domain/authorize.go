@@ -61,6 +61,10 @@ type CardState struct {
 	// Channels maps each open logical channel to its selection; a channel
 	// absent from the map is closed.
 	Channels map[int]Selection `json:"channels"`
+	// SDs maps a channel with the SP's own SD selected to that SD's AID
+	// (rotation detection: which SD a PUT KEY went to). States stored before
+	// it existed lack it; KeyPuts then falls back to the SP's only SD.
+	SDs map[int]string `json:"sds,omitempty"`
 	// UpdatedAt is when a script last changed it (pruning).
 	UpdatedAt time.Time `json:"updatedAt"`
 }
@@ -82,7 +86,22 @@ func (s CardState) clone() CardState {
 	for ch, sel := range s.Channels {
 		c.Channels[ch] = sel
 	}
+	for ch, aid := range s.SDs {
+		c.setSD(ch, aid)
+	}
 	return c
+}
+
+// setSD records the own SD selected on ch ("" forgets it).
+func (s *CardState) setSD(ch int, aid string) {
+	if aid == "" {
+		delete(s.SDs, ch)
+		return
+	}
+	if s.SDs == nil {
+		s.SDs = map[int]string{}
+	}
+	s.SDs[ch] = aid
 }
 
 // Instruction bytes the rule distinguishes.
@@ -131,17 +150,52 @@ var gpCommandNames = map[byte]string{
 // fields are encrypted), so the rule sees all it needs. Messages name the
 // AID the SP sent, never another SP's AIDs.
 func Authorize(scope SPScope, state CardState, commands []Command) (CardState, *Rejection) {
+	next, _, rej := AuthorizeScript(scope, state, commands)
+	return next, rej
+}
+
+// KeyPut is a PUT KEY an SP sends with its own SD selected: if the card
+// answers 9000 the SP has replaced (or added) keys of that SD, and the
+// router's copy of its temporary keys is void.
+type KeyPut struct {
+	// Index of the PUT KEY in the script.
+	Index int `json:"index"`
+	// SDAID is the SD selected on the command's channel (uppercase hex).
+	SDAID string `json:"sdAid"`
+	// KeyVersion is the new key version when the router can read it (a PUT
+	// KEY without secure messaging: the first data byte), else 0.
+	KeyVersion int `json:"keyVersion"`
+}
+
+// AuthorizeScript is Authorize that also lists the script's PUT KEY
+// commands on the SP's own SD (rotation detection).
+func AuthorizeScript(scope SPScope, state CardState, commands []Command) (CardState, []KeyPut, *Rejection) {
 	next := state.clone()
+	var puts []KeyPut
 	for _, c := range commands {
+		if c.APDU.INS == insPutKey {
+			if ch := apdu.LogicalChannel(c.APDU.CLA); ch >= 0 && next.Channels[ch] == SelectedOwnSD {
+				put := KeyPut{Index: c.Index, SDAID: next.SDs[ch]}
+				if put.SDAID == "" && len(scope.SDAIDs) == 1 {
+					put.SDAID = strings.ToUpper(scope.SDAIDs[0])
+				}
+				if !apdu.IsSecureMessaging(c.APDU.CLA) && len(c.APDU.Data) > 0 {
+					put.KeyVersion = int(c.APDU.Data[0])
+				}
+				if put.SDAID != "" {
+					puts = append(puts, put)
+				}
+			}
+		}
 		if reason := next.apply(scope, c.APDU); reason != "" {
-			return state, &Rejection{
+			return state, nil, &Rejection{
 				Err: contract.Errorf(contract.CodeNotAllowed, "command %d: %s", c.Index, reason),
 				Failed: []contract.ScriptFailure{{Index: c.Index, Command: failedCommand(c),
 					Reason: reason}},
 			}
 		}
 	}
-	return next, nil
+	return next, puts, nil
 }
 
 // failedCommand is what a refusal echoes of the command: the whole command
@@ -200,8 +254,10 @@ func (s *CardState) selectByName(scope SPScope, ch int, c apdu.Command) string {
 	switch {
 	case scope.isSD(aid):
 		s.Channels[ch] = SelectedOwnSD
+		s.setSD(ch, aid)
 	case scope.isInstance(aid):
 		s.Channels[ch] = SelectedOwnInstance
+		s.setSD(ch, "")
 	default:
 		return fmt.Sprintf("SELECT of an AID that is not %s's security domain or one of its service instances (%s)",
 			scope.SPID, aid)
@@ -237,11 +293,12 @@ func (s *CardState) manageChannel(origin int, c apdu.Command) string {
 		// ISO 7816-4 / GP: opened from the basic channel, the new channel
 		// gets the default selected application (the ISD); opened from a
 		// supplementary channel, it gets that channel's selection.
-		sel := SelectedISD
+		sel, sd := SelectedISD, ""
 		if origin != 0 {
-			sel = s.Channels[origin]
+			sel, sd = s.Channels[origin], s.SDs[origin]
 		}
 		s.Channels[target] = sel
+		s.setSD(target, sd)
 	case p1ManageClose:
 		target := int(c.P2)
 		if target == 0 {
@@ -249,9 +306,20 @@ func (s *CardState) manageChannel(origin int, c apdu.Command) string {
 		}
 		if target != 0 {
 			delete(s.Channels, target)
+			s.setSD(target, "")
 		}
 	default:
 		return fmt.Sprintf("MANAGE CHANNEL with P1 %02X is neither open (00) nor close (80)", c.P1)
 	}
 	return ""
+}
+
+// WithOwnSD returns a copy of s with the SP's SD aid selected on channel ch:
+// the router selected it to open its secure channel for a securing central
+// script.
+func (s CardState) WithOwnSD(ch int, aid string) CardState {
+	c := s.clone()
+	c.Channels[ch] = SelectedOwnSD
+	c.setSD(ch, strings.ToUpper(aid))
+	return c
 }

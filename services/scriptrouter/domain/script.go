@@ -25,6 +25,13 @@ type Script struct {
 	ContinueOnError bool      `json:"continueOnError"`
 	ValidUntil      time.Time `json:"validUntil,omitempty"`
 	AcceptedAt      time.Time `json:"acceptedAt"`
+	// Session is set when the router secures the script itself (a procedure
+	// step, or securing central): the round trip it waits for and what it
+	// needs to unwrap the responses.
+	Session *Session `json:"session,omitempty"`
+	// KeyPuts are the script's PUT KEY commands on the SP's own SD (rotation
+	// detection); none for procedure steps.
+	KeyPuts []KeyPut `json:"keyPuts,omitempty"`
 }
 
 // Script states reported by the HTTP API.
@@ -39,31 +46,38 @@ const (
 // Summary is what the router tells operators about a script: state and
 // counts, never APDU data (command or response bytes).
 type Summary struct {
-	ScriptID       string          `json:"scriptId"`
-	ConversationID string          `json:"conversationId"`
-	SEID           string          `json:"seId"`
-	MNO            string          `json:"mno,omitempty"`
-	SPID           string          `json:"spId"`
-	State          string          `json:"state"`
-	Status         contract.Status `json:"status,omitempty"`
-	ErrorCode      contract.Code   `json:"errorCode,omitempty"`
-	Commands       int             `json:"commands"`
-	Responses      int             `json:"responses"`
-	Failed         int             `json:"failed"`
-	AcceptedAt     time.Time       `json:"acceptedAt"`
-	CompletedAt    *time.Time      `json:"completedAt,omitempty"`
+	ScriptID       string `json:"scriptId"`
+	ConversationID string `json:"conversationId"`
+	SEID           string `json:"seId"`
+	MNO            string `json:"mno,omitempty"`
+	SPID           string `json:"spId"`
+	State          string `json:"state"`
+	// Phase is the round trip of the router's own secure channel a script in
+	// flight waits for (open, run); empty for scripts secured end to end.
+	Phase       string          `json:"phase,omitempty"`
+	Status      contract.Status `json:"status,omitempty"`
+	ErrorCode   contract.Code   `json:"errorCode,omitempty"`
+	Commands    int             `json:"commands"`
+	Responses   int             `json:"responses"`
+	Failed      int             `json:"failed"`
+	AcceptedAt  time.Time       `json:"acceptedAt"`
+	CompletedAt *time.Time      `json:"completedAt,omitempty"`
 }
 
 // InFlightSummary describes a script still in flight.
 func (s Script) InFlightSummary() Summary {
-	return Summary{ScriptID: s.ScriptID, ConversationID: s.ConversationID, SEID: s.SEID, MNO: s.MNO,
+	sum := Summary{ScriptID: s.ScriptID, ConversationID: s.ConversationID, SEID: s.SEID, MNO: s.MNO,
 		SPID: s.Request.SPID, State: StateInFlight, Commands: len(s.Commands), AcceptedAt: s.AcceptedAt}
+	if s.Session != nil {
+		sum.Phase = s.Session.Phase
+	}
+	return sum
 }
 
 // CompletedSummary describes a script that ended with resp.
 func CompletedSummary(s Script, resp contract.SendScriptResponse, at time.Time) Summary {
 	sum := s.InFlightSummary()
-	sum.State = StateCompleted
+	sum.State, sum.Phase = StateCompleted, ""
 	sum.Status = resp.Status
 	if resp.Error != nil {
 		sum.ErrorCode = resp.Error.Code

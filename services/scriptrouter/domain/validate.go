@@ -56,25 +56,52 @@ type Command struct {
 	APDU apdu.Command
 }
 
-// Securing modes accepted by this release.
+// Securing modes.
 const (
 	securingEndToEnd = contract.SecuringEndToEnd
 	securingCentral  = contract.SecuringCentral
 )
 
-// MessageCentralSecuring is the NOT_ALLOWED message for securing: central. The
-// central TSM's own secure channel towards an SP SD is not implemented yet.
-const MessageCentralSecuring = "securing central is not available in this release: secure the APDUs end to end"
-
-// CheckSecuring accepts end-to-end (the default when empty) and refuses the rest.
+// CheckSecuring accepts end-to-end (the default when empty) and central
+// (whether the router may secure the script is decided later, from the keys
+// it holds) and refuses the rest.
 func CheckSecuring(securing string) *Rejection {
 	switch securing {
-	case "", securingEndToEnd:
+	case "", securingEndToEnd, securingCentral:
 		return nil
-	case securingCentral:
-		return Reject(contract.CodeNotAllowed, "%s", MessageCentralSecuring)
 	}
-	return Reject(contract.CodeInvalidArgument, "securing %q is not supported: use %q", truncate(securing, 32), securingEndToEnd)
+	return Reject(contract.CodeInvalidArgument, "securing %q is not supported: use %q or %q", truncate(securing, 32),
+		securingEndToEnd, securingCentral)
+}
+
+// IsCentral reports whether securing asks for the central TSM's secure channel.
+func IsCentral(securing string) bool { return securing == securingCentral }
+
+// CheckCentralCommands checks what a script secured by the central TSM must
+// be: plain commands on the basic channel (the router's session runs there),
+// without a secure channel of their own. The router opens the session
+// (SELECT, INITIALIZE UPDATE, EXTERNAL AUTHENTICATE) itself.
+func CheckCentralCommands(commands []Command) *Rejection {
+	for _, c := range commands {
+		var reason string
+		switch {
+		case apdu.LogicalChannel(c.APDU.CLA) != 0:
+			reason = fmt.Sprintf("CLA %02X addresses logical channel %d, but with securing central the central TSM's secure channel runs on the basic channel: send the commands with a CLA of channel 0",
+				c.APDU.CLA, apdu.LogicalChannel(c.APDU.CLA))
+		case apdu.IsSecureMessaging(c.APDU.CLA):
+			reason = fmt.Sprintf("CLA %02X indicates secure messaging, but with securing central the central TSM wraps the commands: send them plain (CLA without secure messaging)", c.APDU.CLA)
+		case c.APDU.INS == insInitUpdate || c.APDU.INS == insExternalAuth:
+			reason = fmt.Sprintf("%s: with securing central the central TSM opens the secure channel itself; send only the commands to run in it",
+				gpCommandNames[c.APDU.INS])
+		case c.APDU.INS == insManageChannel:
+			reason = "MANAGE CHANNEL: with securing central the script runs on the basic channel only"
+		}
+		if reason != "" {
+			return &Rejection{Err: contract.Errorf(contract.CodeInvalidArgument, "command %d: %s", c.Index, reason),
+				Failed: []contract.ScriptFailure{{Index: c.Index, Command: failedCommand(c), Reason: reason}}}
+		}
+	}
+	return nil
 }
 
 // ValidateScript checks a script in the order an SP would want to fix it:

@@ -72,10 +72,8 @@ func TestValidateScriptRejections(t *testing.T) {
 		{name: "too many bytes", commands: []string{"80E20000" + "3C" + strings.Repeat("00", 60), "80F22002"},
 			code:    contract.CodeScriptTooLarge,
 			message: "the script has 69 bytes of APDUs but at most 64 bytes are allowed per script in this conversation: split it into several scripts"},
-		{name: "central", commands: []string{"80F22002"}, securing: "central",
-			code: contract.CodeNotAllowed, message: "securing central is not available in this release: secure the APDUs end to end"},
 		{name: "unknown securing", commands: []string{"80F22002"}, securing: "both",
-			code: contract.CodeInvalidArgument, message: `securing "both" is not supported: use "end-to-end"`},
+			code: contract.CodeInvalidArgument, message: `securing "both" is not supported: use "end-to-end" or "central"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -44,7 +44,12 @@ func (h *Handlers) Requested(ctx context.Context, d *bus.Delivery) error {
 	log = log.With("commands", res.Commands)
 	switch res.Outcome {
 	case app.OutcomeRouted:
-		log.Info("script routed", "mno", req.MNO)
+		if res.Phase != "" {
+			log.Info("script routed: opening the central TSM's secure channel", "mno", req.MNO, "phase", res.Phase,
+				"procedureStep", procedureStep(req))
+		} else {
+			log.Info("script routed", "mno", req.MNO)
+		}
 	case app.OutcomeRejected:
 		log.Info("script rejected", "status", res.Status, "code", res.Error.Code)
 	default:
@@ -72,16 +77,35 @@ func (h *Handlers) Executed(ctx context.Context, d *bus.Delivery) error {
 		return err
 	}
 	h.Metrics.record(res)
-	if res.Outcome == app.OutcomeCompleted {
+	switch res.Outcome {
+	case app.OutcomeCompleted:
 		attrs := []any{"status", res.Status, "commands", res.Commands, "responses", len(ex.Responses)}
 		if res.Error != nil {
 			attrs = append(attrs, "code", res.Error.Code)
 		}
+		if res.Phase != "" {
+			attrs = append(attrs, "phase", res.Phase)
+		}
+		if res.TemporaryKeys != 0 {
+			attrs = append(attrs, "temporaryKeysKvn", res.TemporaryKeys)
+		}
+		if res.KeysRotated != 0 {
+			attrs = append(attrs, "keysRotated", res.KeysRotated)
+		}
 		log.Info("script completed", attrs...)
-	} else {
+	case app.OutcomeRouted:
+		log.Info("secure channel opened: script sent", "phase", res.Phase, "commands", res.Commands)
+	default:
 		log.Info("duplicate SE result ignored", "eventId", d.Event.ID())
 	}
 	return nil
+}
+
+func procedureStep(req events.ScriptRequested) string {
+	if req.Procedure == nil {
+		return ""
+	}
+	return req.Procedure.Step
 }
 
 // Registry handles the registry records the router projects (consumer

@@ -7,7 +7,9 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/tsmhub/tsmhub/pkg/topology"
 	"github.com/tsmhub/tsmhub/services/scriptrouter/app"
+	"github.com/tsmhub/tsmhub/services/scriptrouter/domain"
 )
 
 // HTTP serves the script router's read API.
@@ -15,9 +17,34 @@ type HTTP struct {
 	App *app.App
 }
 
-// Routes mounts GET /v1/scripts/{scriptId}.
+// Routes mounts GET /v1/scripts/{scriptId} and GET /v1/custody/{seId}.
 func (h *HTTP) Routes(r chi.Router) {
 	r.Get("/v1/scripts/{scriptId}", h.getScript)
+	r.Get("/v1/custody/{seId}", h.getCustody)
+}
+
+// custodyResponse is the key custody of the SP SDs of an SE: states, key
+// versions and times, never keys.
+type custodyResponse struct {
+	SEID            string           `json:"seId"`
+	SecurityDomains []domain.Custody `json:"securityDomains"`
+}
+
+// getCustody answers who holds the keys of each SP SD the router created or
+// saw rotated on an SE (an SE it knows nothing of has an empty list).
+func (h *HTTP) getCustody(w http.ResponseWriter, r *http.Request) {
+	seID := chi.URLParam(r, "seId")
+	if !topology.ValidSEID(seID) {
+		problem(w, http.StatusBadRequest, "invalid SE id", "seId must be the CIN in uppercase hex, e.g. 0100000000000005")
+		return
+	}
+	list, err := h.App.Custody(seID)
+	if err != nil {
+		problem(w, http.StatusInternalServerError, "cannot read the key custody", err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(custodyResponse{SEID: seID, SecurityDomains: list})
 }
 
 // getScript answers the state and counts of a script, never its APDUs.

@@ -36,6 +36,8 @@ type env struct {
 	checked int
 	// recordN numbers the registry records published.
 	recordN int
+	// cfg is the router's configuration (restart).
+	cfg service.Config
 }
 
 func newEnv(t *testing.T, mutate func(*service.Config)) *env {
@@ -59,12 +61,27 @@ func newEnv(t *testing.T, mutate func(*service.Config)) *env {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	e.svc = bustest.StartService(t, func(ctx context.Context, bound chan<- string) error {
+	e.cfg = cfg
+	e.start()
+	e.registerSPs()
+	return e
+}
+
+// start runs the router on e.cfg (its bbolt file survives a restart).
+func (e *env) start() {
+	e.t.Helper()
+	cfg := e.cfg
+	e.svc = bustest.StartService(e.t, func(ctx context.Context, bound chan<- string) error {
 		cfg.Kit.HTTPBound = bound
 		return service.Run(ctx, cfg)
 	})
-	e.registerSPs()
-	return e
+}
+
+// restart stops the router and starts it again on the same data directory.
+func (e *env) restart() {
+	e.t.Helper()
+	e.svc.Stop(e.t)
+	e.start()
 }
 
 // AIDs of the registry records every env starts with: sp-bank (the SP of

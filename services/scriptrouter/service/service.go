@@ -3,10 +3,12 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"time"
 
+	"github.com/tsmhub/tsmhub/pkg/keycustody"
 	"github.com/tsmhub/tsmhub/pkg/ops"
 	"github.com/tsmhub/tsmhub/pkg/servicekit"
 	"github.com/tsmhub/tsmhub/pkg/topology"
@@ -27,7 +29,14 @@ const (
 	DefaultMaxAPDUsPerScript = 256
 	DefaultMaxScriptBytes    = 64 * 1024
 	DefaultSummaryRetention  = 24 * time.Hour
+	DefaultTemporaryKeyTTL   = 72 * time.Hour
 )
+
+// DemoKEK is the public demo key-encryption key that seals temporary keys at
+// rest when SCRIPTROUTER_KEK is not set ("tsmhub-scriptrouter-demo-kek-32b"
+// in ASCII). Fine for the embedded demo, never for a deployment: the service
+// logs a warning at start when it is in use.
+const DemoKEK = "74736D6875622D736372697074726F757465722D64656D6F2D6B656B2D333262"
 
 // Config configures the script router. Environment variables in brackets are
 // read by ConfigFromEnv; zero values get the defaults in Run.
@@ -49,6 +58,22 @@ type Config struct {
 	// card state of a conversation (authorization) is kept as long after its
 	// last script.
 	SummaryRetention time.Duration
+	// IssuerMasterKey diversifies (GP kdf3 over each card's KDD) the keys of
+	// the central SD the router opens its secure channel with; the same key
+	// as the se-simulator's card factory [SCRIPTROUTER_ISSUER_MASTER_KEY, hex
+	// AES-128/192/256; default keycustody.DemoIssuerMasterKey, with a warning].
+	IssuerMasterKey []byte
+	// KEK seals the temporary keys of SP SDs at rest (AES-256-GCM)
+	// [SCRIPTROUTER_KEK, 64 hex digits; default DemoKEK, with a warning].
+	KEK []byte
+	// KeyExchangeKey unwraps the SP key-transport keys of the registry's SP
+	// records; the same key as REGISTRY_KEY_EXCHANGE_KEY
+	// [SCRIPTROUTER_KEY_EXCHANGE_KEY, hex AES key; default
+	// keycustody.DemoKeyExchangeKey, with a warning].
+	KeyExchangeKey []byte
+	// TemporaryKeyTTL is how long the router keeps temporary keys the SP has
+	// not rotated [SCRIPTROUTER_TEMPORARY_KEY_TTL, default 72h].
+	TemporaryKeyTTL time.Duration
 }
 
 // ConfigFromEnv reads the configuration from the environment.
@@ -70,6 +95,28 @@ func ConfigFromEnv() (Config, error) {
 	if cfg.MaxAPDUsPerScript < 0 || cfg.MaxScriptBytes < 0 || cfg.SummaryRetention < 0 {
 		return cfg, fmt.Errorf("SCRIPT_MAX_APDUS, SCRIPT_MAX_BYTES and SCRIPT_SUMMARY_RETENTION must not be negative")
 	}
+	if cfg.TemporaryKeyTTL, err = ops.EnvDuration("SCRIPTROUTER_TEMPORARY_KEY_TTL", DefaultTemporaryKeyTTL); err != nil {
+		return cfg, err
+	}
+	if cfg.TemporaryKeyTTL <= 0 {
+		return cfg, fmt.Errorf("SCRIPTROUTER_TEMPORARY_KEY_TTL must be positive (a Go duration such as 72h)")
+	}
+	for _, k := range []struct {
+		name string
+		dst  *[]byte
+	}{{"SCRIPTROUTER_ISSUER_MASTER_KEY", &cfg.IssuerMasterKey}, {"SCRIPTROUTER_KEK", &cfg.KEK},
+		{"SCRIPTROUTER_KEY_EXCHANGE_KEY", &cfg.KeyExchangeKey}} {
+		v := ops.Env(k.name, "")
+		if v == "" {
+			continue // the demo default, set with a warning in Run
+		}
+		if *k.dst, err = keycustody.ParseAESKey(k.name, v); err != nil {
+			return cfg, err
+		}
+	}
+	if cfg.KEK != nil && len(cfg.KEK) != 32 {
+		return cfg, fmt.Errorf("SCRIPTROUTER_KEK must be an AES-256 key (64 hex digits), got %d bytes", len(cfg.KEK))
+	}
 	return cfg, nil
 }
 
@@ -89,19 +136,58 @@ func (c *Config) applyDefaults() {
 	if c.SummaryRetention <= 0 {
 		c.SummaryRetention = DefaultSummaryRetention
 	}
+	if c.TemporaryKeyTTL <= 0 {
+		c.TemporaryKeyTTL = DefaultTemporaryKeyTTL
+	}
+}
+
+// demoKeys fills the keys left unset with the public demo keys and returns
+// the names of the settings that use one.
+func (c *Config) demoKeys() ([]string, error) {
+	var demo []string
+	if len(c.IssuerMasterKey) == 0 {
+		c.IssuerMasterKey = bytes.Clone(keycustody.DemoIssuerMasterKey)
+		demo = append(demo, "SCRIPTROUTER_ISSUER_MASTER_KEY")
+	}
+	if len(c.KEK) == 0 {
+		k, err := keycustody.ParseAESKey("DemoKEK", DemoKEK)
+		if err != nil {
+			return nil, err
+		}
+		c.KEK = k
+		demo = append(demo, "SCRIPTROUTER_KEK")
+	}
+	if len(c.KeyExchangeKey) == 0 {
+		c.KeyExchangeKey = bytes.Clone(keycustody.DemoKeyExchangeKey)
+		demo = append(demo, "SCRIPTROUTER_KEY_EXCHANGE_KEY")
+	}
+	return demo, nil
 }
 
 // Run runs the script router until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
 	cfg.applyDefaults()
+	demo, err := cfg.demoKeys()
+	if err != nil {
+		return err
+	}
+	sealer, err := adapters.NewKeySealer(cfg.KEK)
+	if err != nil {
+		return fmt.Errorf("SCRIPTROUTER_KEK: %w", err)
+	}
 	cfg.Kit.Buckets = append(cfg.Kit.Buckets, adapters.Buckets...)
 	kit, err := servicekit.Start(ctx, cfg.Kit)
 	if err != nil {
 		return err
 	}
+	for _, name := range demo {
+		kit.Log.Warn("using the public demo key: set " + name + " for anything but a demo")
+	}
 	store := adapters.NewStore(kit.Store, adapters.OutboxConfig{})
 	application := app.New(app.Config{
-		DefaultLimits: domain.Limits{MaxAPDUs: cfg.MaxAPDUsPerScript, MaxBytes: cfg.MaxScriptBytes},
+		DefaultLimits:   domain.Limits{MaxAPDUs: cfg.MaxAPDUsPerScript, MaxBytes: cfg.MaxScriptBytes},
+		IssuerMasterKey: cfg.IssuerMasterKey, KeyExchangeKey: cfg.KeyExchangeKey, Sealer: sealer,
+		TemporaryKeyTTL: cfg.TemporaryKeyTTL,
 	}, store)
 	metrics := ports.NewMetrics(kit.Ops.Registry, func() float64 { return float64(store.InFlightCount()) })
 	handlers := &ports.Handlers{App: application, Schemas: kit.Schemas, Log: kit.Log, Metrics: metrics}
@@ -111,6 +197,8 @@ func Run(ctx context.Context, cfg Config) error {
 	(&ports.HTTP{App: application}).Routes(kit.Ops.Router)
 
 	// Summaries of completed scripts only serve the HTTP API.
+	// Temporary keys the SP did not rotate in time are erased (custody "expired").
 	return kit.RunWith(ctx, kit.Pruner("script summaries", cfg.SummaryRetention, store.PruneSummaries),
-		kit.Pruner("conversation card states", cfg.SummaryRetention, store.PruneCardStates))
+		kit.Pruner("conversation card states", cfg.SummaryRetention, store.PruneCardStates),
+		kit.Pruner("expired temporary keys", cfg.TemporaryKeyTTL, store.EraseExpiredKeys))
 }

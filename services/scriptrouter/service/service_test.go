@@ -133,7 +133,7 @@ func TestInvalidScriptsCompleteAtOnce(t *testing.T) {
 			r.Securing = contract.SecuringCentral
 			return r
 		}(), status: contract.StatusFailed, code: contract.CodeNotAllowed,
-			message: "securing central is not available in this release: secure the APDUs end to end"},
+			message: "the central TSM holds no keys of security domain A000000555AA01: it did not create it with temporary keys"},
 		{req: func() events.ScriptRequested {
 			r := requested(se, "s-late", getData)
 			r.ValidUntil = time.Now().Add(-time.Minute)
