@@ -91,8 +91,25 @@ type Result struct {
 func (a *App) RequestScript(ctx context.Context, msg Message, req events.ScriptRequested, stepErr error) (Result, error) {
 	now := a.cfg.Now().UTC()
 	limits := domain.Limits{MaxAPDUs: req.MaxAPDUsPerScript, MaxBytes: req.MaxScriptBytes}.WithDefaults(a.cfg.DefaultLimits)
-	commands, rej := domain.ValidateScript(req.Commands, req.Securing, limits)
 	central := req.Procedure != nil || domain.IsCentral(req.Securing)
+	// The router's session adds commands to the delivered script (EXTERNAL
+	// AUTHENTICATE, and the PUT KEY of temporary keys): they count against the
+	// MNO's APDU limit the conversation passed on.
+	overhead := 0
+	if central {
+		overhead = 1
+		if req.Procedure != nil && req.Procedure.TemporaryKeys != nil {
+			overhead = 2
+		}
+		if limits.MaxAPDUs > overhead {
+			limits.MaxAPDUs -= overhead
+		}
+	}
+	commands, rej := domain.ValidateScript(req.Commands, req.Securing, limits)
+	if rej != nil && central && rej.Err.Code == contract.CodeScriptTooLarge && len(req.Commands) > limits.MaxAPDUs {
+		rej.Err.Message += fmt.Sprintf(" (with securing central the central TSM's secure channel takes %d of the conversation's %d APDUs)",
+			overhead, limits.MaxAPDUs+overhead)
+	}
 	if rej == nil && central {
 		rej = domain.CheckCentralCommands(commands)
 	}

@@ -57,16 +57,28 @@ type player struct {
 	e    *env
 	card *card.Card
 	seID string
+	// central is the AID of the card's central SD (procedure steps).
+	central string
 }
 
-func newPlayer(e *env, seID string) *player {
+// newPlayer manufactures an embedded card (the ISD is the central SD).
+func newPlayer(e *env, seID string) *player { return newPlayerOf(e, seID, card.Embedded) }
+
+func newPlayerOf(e *env, seID string, cfg card.Config) *player {
 	e.t.Helper()
 	cin, _ := hex.DecodeString(seID)
-	c, err := card.Manufacture(card.ManufactureSpec{CIN: cin, Config: card.Embedded, IssuerMasterKey: keycustody.DemoIssuerMasterKey})
+	c, err := card.Manufacture(card.ManufactureSpec{CIN: cin, Config: cfg, IssuerMasterKey: keycustody.DemoIssuerMasterKey})
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return &player{e: e, card: c, seID: seID}
+	return &player{e: e, card: c, seID: seID, central: strings.ToUpper(hex.EncodeToString(card.CentralSD(cfg)))}
+}
+
+// step is a procedure step through the card's central SD.
+func (p *player) step(scriptID, stepName string, tk *events.TemporaryKeysRequest, commands ...string) events.ScriptRequested {
+	req := procedureStep(p.seID, scriptID, stepName, tk, commands...)
+	req.TargetAID, req.Procedure.SecurityDomainAID = p.central, p.central
+	return req
 }
 
 // play waits for the MNODeliver of scriptID, runs its commands on the card
@@ -209,7 +221,7 @@ func (e *env) custodyOf(seID, sd string) (domain.Custody, bool) {
 func prePersonalize(t *testing.T, e *env, p *player, restartBetweenPhases bool) scp03.StaticKeys {
 	t.Helper()
 	seID := p.seID
-	req := procedureStep(seID, "s-create-"+seID, "create-sd",
+	req := p.step("s-create-"+seID, "create-sd",
 		&events.TemporaryKeysRequest{SPID: spPay, SecurityDomainAID: paySD, KeyVersion: 0x30}, createSDCommands(t, paySD)...)
 	e.request(req)
 	if restartBetweenPhases {
@@ -240,7 +252,7 @@ func prePersonalize(t *testing.T, e *env, p *player, restartBetweenPhases bool) 
 	if err != nil || len(enc) != 16 || bytes.Equal(enc, mac) || bytes.Equal(mac, dek) {
 		t.Fatalf("temporary keys do not unwrap into three AES-128 keys: %v", err)
 	}
-	inst := p.runCentral(procedureStep(seID, "s-inst-"+seID, "install-instance", nil, installInstanceCommands(t, paySD, payInst)...))
+	inst := p.runCentral(p.step("s-inst-"+seID, "install-instance", nil, installInstanceCommands(t, paySD, payInst)...))
 	wantSuccess(t, "install-instance", inst, 2)
 	if inst.TemporaryKeys != nil {
 		t.Errorf("install-instance answered temporary keys")
@@ -397,7 +409,8 @@ func TestPrePersonalizeKeysCentralSecuringAndRotation(t *testing.T) {
 func TestProcedureResumesAfterARestartBetweenPhases(t *testing.T) {
 	e := newEnv(t, nil)
 	e.registerPay()
-	p := newPlayer(e, "0100000000000A02")
+	// A UICC: the central SD is not the ISD.
+	p := newPlayerOf(e, "0100000000000A02", card.UICC)
 	temp := prePersonalize(t, e, p, true)
 	if _, sw := openOnCard(t, p.card, paySD, 0x30, temp); sw != apdu.SWOK {
 		t.Fatalf("EXTERNAL AUTHENTICATE with the temporary keys: SW %04X", sw)

@@ -135,6 +135,12 @@ func TestInvalidScriptsCompleteAtOnce(t *testing.T) {
 		}(), status: contract.StatusFailed, code: contract.CodeNotAllowed,
 			message: "the central TSM holds no keys of security domain A000000555AA01: it did not create it with temporary keys"},
 		{req: func() events.ScriptRequested {
+			r := requested(se, "s-central-many", getData, getData, getData, getData)
+			r.Securing = contract.SecuringCentral
+			return r
+		}(), status: contract.StatusFailed, code: contract.CodeScriptTooLarge,
+			message: "the script has 4 APDUs but at most 3 are allowed per script in this conversation: split it into several scripts (with securing central the central TSM's secure channel takes 1 of the conversation's 4 APDUs)"},
+		{req: func() events.ScriptRequested {
 			r := requested(se, "s-late", getData)
 			r.ValidUntil = time.Now().Add(-time.Minute)
 			return r
