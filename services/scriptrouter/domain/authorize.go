@@ -7,6 +7,7 @@ import (
 
 	"github.com/tsmhub/tsmhub/pkg/contract"
 	"github.com/tsmhub/tsmhub/pkg/gp/apdu"
+	"github.com/tsmhub/tsmhub/pkg/gp/tlv"
 )
 
 // SPScope is what an SP owns on one SE: the AIDs it may SELECT. The router
@@ -65,6 +66,10 @@ type CardState struct {
 	// (rotation detection: which SD a PUT KEY went to). States stored before
 	// it existed lack it; KeyPuts then falls back to the SP's only SD.
 	SDs map[int]string `json:"sds,omitempty"`
+	// Levels maps a channel with an SCP session the SP opened to the
+	// security level of its EXTERNAL AUTHENTICATE (P1, in clear): without
+	// C-DECRYPTION the router can read the data of the commands that follow.
+	Levels map[int]byte `json:"levels,omitempty"`
 	// UpdatedAt is when a script last changed it (pruning).
 	UpdatedAt time.Time `json:"updatedAt"`
 }
@@ -89,7 +94,78 @@ func (s CardState) clone() CardState {
 	for ch, aid := range s.SDs {
 		c.setSD(ch, aid)
 	}
+	for ch, l := range s.Levels {
+		c.setLevel(ch, l, true)
+	}
 	return c
+}
+
+// setLevel records (or, with ok false, forgets) the session level of ch.
+func (s *CardState) setLevel(ch int, level byte, ok bool) {
+	if !ok {
+		delete(s.Levels, ch)
+		return
+	}
+	if s.Levels == nil {
+		s.Levels = map[int]byte{}
+	}
+	s.Levels[ch] = level
+}
+
+// clearData returns the data field of c as the card will see it when the
+// router can read it: the command without secure messaging, or in a session
+// the SP opened at a level without C-DECRYPTION (the data less its 8-byte
+// C-MAC). ok is false when the data may be encrypted.
+func (s *CardState) clearData(ch int, c apdu.Command) ([]byte, bool) {
+	if !apdu.IsSecureMessaging(c.CLA) {
+		return c.Data, true
+	}
+	level, known := s.Levels[ch]
+	if !known || level&0x02 != 0 || len(c.Data) < 8 {
+		return nil, false
+	}
+	return c.Data[:len(c.Data)-8], true
+}
+
+// targetOutsideScope checks the target of DELETE and SET STATUS when the
+// router can read it (DESIGN.md 6: none outside the SP's own SD and
+// instances; a DELETE carrying a token, tag 9E, is delegated management and
+// left to the card). It returns why the command is refused, or "".
+func (s *CardState) targetOutsideScope(scope SPScope, ch int, c apdu.Command) string {
+	data, ok := s.clearData(ch, c)
+	if !ok {
+		return ""
+	}
+	var target []byte
+	switch c.INS {
+	case insDelete:
+		objs, err := tlv.Parse(data)
+		if err != nil {
+			return ""
+		}
+		for _, o := range objs {
+			switch o.Tag {
+			case 0x4F:
+				target = o.Value
+			case 0x9E:
+				return ""
+			}
+		}
+	case insSetStatus:
+		if c.P1 == 0x80 {
+			return fmt.Sprintf("SET STATUS of the card (P1 80) is not allowed to %s", scope.SPID)
+		}
+		target = data
+	}
+	if len(target) == 0 {
+		return ""
+	}
+	aid := fmt.Sprintf("%X", target)
+	if scope.isSD(aid) || scope.isInstance(aid) {
+		return ""
+	}
+	return fmt.Sprintf("%s of an AID that is not %s's security domain or one of its service instances (%s)",
+		gpCommandNames[c.INS], scope.SPID, aid)
 }
 
 // setSD records the own SD selected on ch ("" forgets it).
@@ -141,6 +217,10 @@ var gpCommandNames = map[byte]string{
 //   - INSTALL, LOAD, DELETE, SET STATUS, PUT KEY, GET STATUS, INITIALIZE
 //     UPDATE and EXTERNAL AUTHENTICATE only with the own SD selected on the
 //     command's channel; STORE DATA also with an own instance selected;
+//   - DELETE and SET STATUS only of the own SD or instances when the router
+//     can read their data (no secure messaging, or an SP session whose
+//     EXTERNAL AUTHENTICATE level has no C-DECRYPTION); SET STATUS of the
+//     card never; a DELETE with a token (9E) is left to the card;
 //   - anything else (GET DATA, GET RESPONSE, application commands, SELECT of
 //     files inside an application) only with an own SD or instance selected.
 //
@@ -179,8 +259,8 @@ func AuthorizeScript(scope SPScope, state CardState, commands []Command) (CardSt
 				if put.SDAID == "" && len(scope.SDAIDs) == 1 {
 					put.SDAID = strings.ToUpper(scope.SDAIDs[0])
 				}
-				if !apdu.IsSecureMessaging(c.APDU.CLA) && len(c.APDU.Data) > 0 {
-					put.KeyVersion = int(c.APDU.Data[0])
+				if data, ok := next.clearData(ch, c.APDU); ok && len(data) > 0 {
+					put.KeyVersion = int(data[0])
 				}
 				if put.SDAID != "" {
 					puts = append(puts, put)
@@ -227,6 +307,14 @@ func (s *CardState) apply(scope SPScope, c apdu.Command) string {
 	}
 	if name, ok := gpCommandNames[c.INS]; ok {
 		if sel == SelectedOwnSD || (c.INS == insStoreData && sel == SelectedOwnInstance) {
+			switch c.INS {
+			case insInitUpdate:
+				s.setLevel(ch, 0, false)
+			case insExternalAuth:
+				s.setLevel(ch, c.P1, true)
+			case insDelete, insSetStatus:
+				return s.targetOutsideScope(scope, ch, c)
+			}
 			return ""
 		}
 		where := scope.SPID + "'s security domain"
@@ -251,6 +339,7 @@ func (s *CardState) selectByName(scope SPScope, ch int, c apdu.Command) string {
 		return "SELECT of a next or previous occurrence is not allowed: SELECT by the full AID (P2 00)"
 	}
 	aid := fmt.Sprintf("%X", c.Data)
+	s.setLevel(ch, 0, false)
 	switch {
 	case scope.isSD(aid):
 		s.Channels[ch] = SelectedOwnSD
@@ -299,6 +388,7 @@ func (s *CardState) manageChannel(origin int, c apdu.Command) string {
 		}
 		s.Channels[target] = sel
 		s.setSD(target, sd)
+		s.setLevel(target, 0, false)
 	case p1ManageClose:
 		target := int(c.P2)
 		if target == 0 {
@@ -307,6 +397,7 @@ func (s *CardState) manageChannel(origin int, c apdu.Command) string {
 		if target != 0 {
 			delete(s.Channels, target)
 			s.setSD(target, "")
+			s.setLevel(target, 0, false)
 		}
 	default:
 		return fmt.Sprintf("MANAGE CHANNEL with P1 %02X is neither open (00) nor close (80)", c.P1)

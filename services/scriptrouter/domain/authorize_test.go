@@ -172,3 +172,25 @@ func TestRefusalNeverNamesAnotherSPsAIDs(t *testing.T) {
 		}
 	}
 }
+
+func TestDeleteAndSetStatusTargets(t *testing.T) {
+	const deleteTransit = "80E4000009" + "4F07" + transitSD + "00"
+	const deleteOwn = "80E4000009" + "4F07" + bankInstance + "00"
+	wantAllowed(t, NewCardState(), selectBankSD, deleteOwn)
+	wantRefused(t, NewCardState(), 1, "DELETE of an AID that is not bank1's security domain or one of its service instances (A000000555AA02)",
+		selectBankSD, deleteTransit)
+	wantRefused(t, NewCardState(), 1, "SET STATUS of the card", selectBankSD, "80F0807F00")
+	wantRefused(t, NewCardState(), 1, "SET STATUS of an AID", selectBankSD, "80F0408007"+transitSD)
+	// In an SP session at level 01 (C-MAC only) the data is in clear: data || 8-byte MAC.
+	mac := strings.Repeat("11", 8)
+	wrappedDelete := "84E4000011" + "4F07" + transitSD + mac + "00"
+	wantRefused(t, NewCardState(), 3, "DELETE of an AID", selectBankSD, initUpdate, "8482010010"+strings.Repeat("00", 16), wrappedDelete)
+	// At level 03 (C-DECRYPTION) the router cannot read it: the card decides.
+	wantAllowed(t, NewCardState(), selectBankSD, initUpdate, "8482030010"+strings.Repeat("00", 16), wrappedDelete)
+	// A PUT KEY at level 01 shows its new KVN.
+	_, puts, _ := AuthorizeScript(bank, NewCardState(), parse(t, selectBankSD, initUpdate, "8482010010"+strings.Repeat("00", 16),
+		"84D830810B31"+strings.Repeat("22", 2)+mac))
+	if len(puts) != 1 || puts[0].KeyVersion != 0x31 {
+		t.Errorf("puts %+v", puts)
+	}
+}
