@@ -110,6 +110,10 @@ type RouterConfig struct {
 	// ShutdownGrace is how long in-flight handlers may run after Run's
 	// context ends before their own context is cancelled (default 5s).
 	ShutdownGrace time.Duration
+	// CreateConsumer, if set, creates or updates each durable consumer in
+	// place of JetStream.CreateOrUpdateConsumer (pkg/partition uses it to take
+	// a partition's consumers over from their ack floor).
+	CreateConsumer func(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error)
 }
 
 // Router runs named handlers on durable pull consumers.
@@ -181,7 +185,13 @@ func (r *Router) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, len(r.routes))
 	for _, rt := range r.routes {
-		cons, err := r.cfg.JetStream.CreateOrUpdateConsumer(ctx, rt.consumer.Stream, jetstream.ConsumerConfig{
+		create := r.cfg.CreateConsumer
+		if create == nil {
+			create = func(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+				return js.CreateOrUpdateConsumer(ctx, stream, cfg)
+			}
+		}
+		cons, err := create(ctx, r.cfg.JetStream, rt.consumer.Stream, jetstream.ConsumerConfig{
 			Durable:        rt.consumer.Name,
 			Description:    rt.consumer.Description,
 			FilterSubjects: rt.consumer.FilterSubjects,

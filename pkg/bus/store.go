@@ -65,6 +65,9 @@ type StoreConfig struct {
 	Path string
 	// Buckets are created at open (the service's own buckets).
 	Buckets []string
+	// OpenTimeout bounds the wait for the file lock another process holds
+	// (default 5s; a partition taken over by another replica uses a short one).
+	OpenTimeout time.Duration
 }
 
 // OpenStore opens (or creates) a service's bbolt file.
@@ -80,7 +83,10 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	// get-se-id at 1,000,000 SEs cost ~7 ms instead of ~1 ms (BENCHMARKS.md).
 	// Durability is unchanged: the freelist is derived data, and a file
 	// written either way opens either way.
-	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: 5 * time.Second,
+	if cfg.OpenTimeout <= 0 {
+		cfg.OpenTimeout = 5 * time.Second
+	}
+	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: cfg.OpenTimeout,
 		NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", cfg.Path, err)
