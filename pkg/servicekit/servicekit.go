@@ -49,6 +49,13 @@ type Config struct {
 	Log *slog.Logger
 	// HTTPBound, if set, receives the bound HTTP address (tests use port 0).
 	HTTPBound chan<- string
+	// Partitions is the fixed number of partitions of a partitioned service's
+	// state (RunPartitioned) [PARTITIONS, default 1; read by
+	// PartitionsFromEnv]. See pkg/partition and docs/operations.md, Scaling.
+	Partitions int
+	// RebalanceInterval is how often a partitioned service's replicas
+	// rebalance their partitions [PARTITION_REBALANCE_INTERVAL, default 1s].
+	RebalanceInterval time.Duration
 }
 
 // FromEnv fills the common fields from the environment; defaultHTTP is the
@@ -77,7 +84,9 @@ func FromEnv(name, defaultHTTP string) (Config, error) {
 	return cfg, nil
 }
 
-// Kit is a started service runtime.
+// Kit is a started service runtime. A partitioned service's Kit
+// (StartPartitioned) has no Store and no Router of its own: each partition it
+// owns has them (Partition).
 type Kit struct {
 	Config  Config
 	Log     *slog.Logger
@@ -88,10 +97,28 @@ type Kit struct {
 	Schemas *bus.Schemas
 	Ops     *ops.Server
 	Metrics *bus.Metrics
+
+	parts partitions
 }
 
 // Start connects, creates the streams, opens the store and prepares the router.
 func Start(ctx context.Context, cfg Config) (*Kit, error) {
+	k, err := connect(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	store, err := bus.OpenStore(bus.StoreConfig{Path: filepath.Join(k.Config.DataDir, k.Config.DBFile), Buckets: k.Config.Buckets})
+	if err != nil {
+		k.NC.Close()
+		return nil, err
+	}
+	k.Store = store
+	k.Router = bus.NewRouter(bus.RouterConfig{JetStream: k.JS, Log: k.Log, Workers: k.Config.Workers, Metrics: k.Metrics})
+	return k, nil
+}
+
+// connect connects, creates the streams and prepares the ops server.
+func connect(ctx context.Context, cfg Config) (*Kit, error) {
 	if cfg.Log == nil {
 		cfg.Log = ops.NewLogger(cfg.Name)
 	}
@@ -113,15 +140,9 @@ func Start(ctx context.Context, cfg Config) (*Kit, error) {
 		nc.Close()
 		return nil, err
 	}
-	store, err := bus.OpenStore(bus.StoreConfig{Path: filepath.Join(cfg.DataDir, cfg.DBFile), Buckets: cfg.Buckets})
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
 	srv := ops.NewServer()
 	metrics := bus.NewMetrics(srv.Registry)
-	k := &Kit{Config: cfg, Log: cfg.Log, NC: nc, JS: js, Store: store, Schemas: schemas, Ops: srv, Metrics: metrics}
-	k.Router = bus.NewRouter(bus.RouterConfig{JetStream: js, Log: cfg.Log, Workers: cfg.Workers, Metrics: metrics})
+	k := &Kit{Config: cfg, Log: cfg.Log, NC: nc, JS: js, Schemas: schemas, Ops: srv, Metrics: metrics}
 	srv.AddReadiness("nats", func(context.Context) error {
 		if !nc.IsConnected() {
 			return errors.New("not connected")

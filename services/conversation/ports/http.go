@@ -18,6 +18,23 @@ import (
 // times: never APDU data (which this service does not keep anyway).
 type HTTP struct {
 	Store *bus.Store
+	// StoreFor, when set, replaces Store: it returns the store of the
+	// partition of key (a conversation id or an SE id), or an error when
+	// another replica owns that partition (answered 404).
+	StoreFor func(key string) (*bus.Store, error)
+}
+
+// store returns the store that holds key, or answers the request.
+func (h *HTTP) store(w http.ResponseWriter, key string) *bus.Store {
+	if h.StoreFor == nil {
+		return h.Store
+	}
+	s, err := h.StoreFor(key)
+	if err != nil {
+		problem(w, http.StatusNotFound, err.Error())
+		return nil
+	}
+	return s
 }
 
 // Routes mounts the API on r.
@@ -99,8 +116,12 @@ func viewOf(c *domain.Conversation) ConversationView {
 
 func (h *HTTP) getConversation(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "conversationId")
+	store := h.store(w, id)
+	if store == nil {
+		return
+	}
 	var c *domain.Conversation
-	err := h.Store.DB().View(func(tx *bolt.Tx) error {
+	err := store.DB().View(func(tx *bolt.Tx) error {
 		var err error
 		c, err = adapters.NewRepository(tx).Conversation(id)
 		return err
@@ -121,7 +142,11 @@ func (h *HTTP) getOpenConversation(w http.ResponseWriter, r *http.Request) {
 		c       *domain.Conversation
 		waiting int
 	)
-	err := h.Store.DB().View(func(tx *bolt.Tx) error {
+	store := h.store(w, seID)
+	if store == nil {
+		return
+	}
+	err := store.DB().View(func(tx *bolt.Tx) error {
 		repo := adapters.NewRepository(tx)
 		id, err := repo.OpenConversationOf(seID)
 		if err != nil || id == "" {

@@ -32,7 +32,10 @@ const DefaultHTTPAddr = "127.0.0.1:8081"
 //
 //   - Kit: NATS_URL (nats://127.0.0.1:4222), DATA_DIR (./data/conversation),
 //     HTTP_ADDR (127.0.0.1:8081), STREAM_REPLICAS (1), CONSUMER_WORKERS (32),
-//     LOG_LEVEL (info).
+//     LOG_LEVEL (info), PARTITIONS (1), PARTITION_REBALANCE_INTERVAL (1s).
+//     The state is partitioned by SE (pkg/partition): replicas sharing
+//     DATA_DIR split the partitions between them (docs/operations.md,
+//     Scaling).
 //   - MaxScripts [CONV_MAX_SCRIPTS, default 16]: scripts an SP may run in one
 //     conversation; the next one is refused NOT_ALLOWED.
 //   - DefaultMaxAPDUsPerScript [CONV_MAX_APDUS_PER_SCRIPT, default 32]: the
@@ -59,6 +62,9 @@ func ConfigFromEnv() (Config, error) {
 		return Config{}, err
 	}
 	cfg := Config{Kit: kit}
+	if err := servicekit.PartitionsFromEnv(&cfg.Kit); err != nil {
+		return cfg, err
+	}
 	if cfg.MaxScripts, err = ops.EnvInt("CONV_MAX_SCRIPTS", domain.DefaultMaxScripts); err != nil {
 		return cfg, err
 	}
@@ -105,40 +111,47 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.SweepInterval = time.Second
 	}
 	cfg.Kit.Buckets = append(cfg.Kit.Buckets, adapters.Buckets...)
-	kit, err := servicekit.Start(ctx, cfg.Kit)
+	kit, err := servicekit.StartPartitioned(ctx, cfg.Kit)
 	if err != nil {
 		return err
 	}
-	svc := &app.Service{
-		Policy: domain.Policy{
-			MaxScripts: cfg.MaxScripts, DefaultMaxAPDUsPerScript: cfg.DefaultMaxAPDUsPerScript,
-			MaxScriptBytes: cfg.MaxScriptBytes, TTL: cfg.TTL,
-		},
-		NewConversationID: func() string { return "cv-" + bus.NewID() },
-		NewScriptID:       func() string { return "sc-" + bus.NewID() },
-	}
 	metrics := ports.NewMetrics(kit.Ops.Registry)
-	handlers := &ports.Handlers{
-		App: svc, Store: kit.Store, Schemas: kit.Schemas, Log: kit.Log, Metrics: metrics,
-		Requests:       &spport.Port{Schemas: kit.Schemas, Store: kit.Store, Consumer: topology.ConversationRequests.Name},
-		NewProcedureID: func() string { return "pr-" + bus.NewID() },
-	}
-	handlers.Register(kit.Router)
-	(&ports.HTTP{Store: kit.Store}).Routes(kit.Ops.Router)
-	sweeper := &ports.Sweeper{App: svc, Store: kit.Store, Interval: cfg.SweepInterval, Log: kit.Log, Metrics: metrics}
-
-	sweepCtx, stopSweep := context.WithCancel(ctx)
-	sweepDone := make(chan struct{})
-	go func() {
-		defer close(sweepDone)
-		sweeper.Run(sweepCtx)
-	}()
-	err = kit.Run(ctx)
-	stopSweep()
-	<-sweepDone
+	// One HTTP API for the process: a conversation is read from the store of
+	// its partition when this replica owns it.
+	(&ports.HTTP{StoreFor: func(key string) (*bus.Store, error) {
+		p, n := kit.PartitionOf(key)
+		if p == nil {
+			return nil, servicekit.ErrNotOwned(n)
+		}
+		return p.Store, nil
+	}}).Routes(kit.Ops.Router)
+	err = kit.RunPartitioned(ctx, func(p *servicekit.Partition) error {
+		// Everything of an SE lives in its partition: the conversations and
+		// waiting begins on it, its procedures, its instance states. Ids made
+		// here carry the partition, so send-script and end-conversation find
+		// it from the conversation id alone.
+		svc := &app.Service{
+			Policy: domain.Policy{
+				MaxScripts: cfg.MaxScripts, DefaultMaxAPDUsPerScript: cfg.DefaultMaxAPDUsPerScript,
+				MaxScriptBytes: cfg.MaxScriptBytes, TTL: cfg.TTL,
+			},
+			NewConversationID: func() string { return p.NewID("cv") },
+			NewScriptID:       func() string { return p.NewID("sc") },
+		}
+		handlers := &ports.Handlers{
+			App: svc, Store: p.Store, Schemas: kit.Schemas, Log: p.Log, Metrics: metrics,
+			Requests:       &spport.Port{Schemas: kit.Schemas, Store: p.Store, Consumer: topology.ConversationRequests.Name},
+			NewProcedureID: func() string { return p.NewID("pr") },
+		}
+		p.Handle(topology.ConversationBegins, handlers.Begin)
+		p.Handle(topology.ConversationRequests, handlers.Request)
+		p.Handle(topology.ConversationScriptCompleted, handlers.ScriptCompleted)
+		p.Handle(topology.ConversationProcedures, handlers.Procedure)
+		sweeper := &ports.Sweeper{App: svc, Store: p.Store, Interval: cfg.SweepInterval, Log: p.Log, Metrics: metrics}
+		p.Go(sweeper.Run)
+		return nil
+	})
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		// Stopped while the router was still creating its consumers: the
-		// router reports our own cancellation as an error; it is a clean stop.
 		return nil
 	}
 	return err

@@ -15,6 +15,12 @@ import (
 // HTTP serves the script router's read API.
 type HTTP struct {
 	App *app.App
+	// ForSE and Owned, when set (a partitioned router), replace App: ForSE
+	// returns the use cases of the partition of seID, or an error when
+	// another replica owns it; Owned returns those of every partition this
+	// replica owns and whether that is all of them.
+	ForSE func(seID string) (*app.App, error)
+	Owned func() (apps []*app.App, all bool)
 }
 
 // Routes mounts GET /v1/scripts/{scriptId} and GET /v1/custody/{seId}.
@@ -38,7 +44,15 @@ func (h *HTTP) getCustody(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusBadRequest, "invalid SE id", "seId must be the CIN in uppercase hex, e.g. 0100000000000005")
 		return
 	}
-	list, err := h.App.Custody(seID)
+	a := h.App
+	if h.ForSE != nil {
+		var err error
+		if a, err = h.ForSE(seID); err != nil {
+			problem(w, http.StatusNotFound, "key custody not here", err.Error())
+			return
+		}
+	}
+	list, err := a.Custody(seID)
 	if err != nil {
 		problem(w, http.StatusInternalServerError, "cannot read the key custody", err.Error())
 		return
@@ -50,8 +64,20 @@ func (h *HTTP) getCustody(w http.ResponseWriter, r *http.Request) {
 // getScript answers the state and counts of a script, never its APDUs.
 func (h *HTTP) getScript(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "scriptId")
-	sum, err := h.App.Summary(id)
+	apps, all := []*app.App{h.App}, true
+	if h.Owned != nil {
+		apps, all = h.Owned()
+	}
+	sum, err := domain.Summary{}, error(app.ErrNotFound)
+	for _, a := range apps {
+		if sum, err = a.Summary(id); !errors.Is(err, app.ErrNotFound) {
+			break
+		}
+	}
 	switch {
+	case errors.Is(err, app.ErrNotFound) && !all:
+		problem(w, http.StatusNotFound, "script not found",
+			"no script "+id+" is in flight or completed recently in the partitions this replica owns: it may be served by another replica")
 	case errors.Is(err, app.ErrNotFound):
 		problem(w, http.StatusNotFound, "script not found",
 			"no script "+id+" is in flight or completed recently (completed scripts are kept for the configured retention)")

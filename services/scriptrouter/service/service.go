@@ -44,7 +44,10 @@ type Config struct {
 	// Kit holds the settings every service shares: NATS_URL (default
 	// nats://127.0.0.1:4222), DATA_DIR (default ./data/scriptrouter),
 	// HTTP_ADDR (default 127.0.0.1:8082), STREAM_REPLICAS (default 1),
-	// CONSUMER_WORKERS (default 32), LOG_LEVEL (default info).
+	// CONSUMER_WORKERS (default 32), LOG_LEVEL (default info), PARTITIONS
+	// (default 1) and PARTITION_REBALANCE_INTERVAL (default 1s): the state
+	// is partitioned by SE (pkg/partition) and replicas sharing DATA_DIR
+	// split the partitions between them (docs/operations.md, Scaling).
 	Kit servicekit.Config
 	// MaxAPDUsPerScript applies to scripts whose conversation set no limit
 	// [SCRIPT_MAX_APDUS, default 256]. Conversations normally carry the MNO's.
@@ -83,6 +86,9 @@ func ConfigFromEnv() (Config, error) {
 		return Config{}, err
 	}
 	cfg := Config{Kit: kit}
+	if err := servicekit.PartitionsFromEnv(&cfg.Kit); err != nil {
+		return cfg, err
+	}
 	if cfg.MaxAPDUsPerScript, err = ops.EnvInt("SCRIPT_MAX_APDUS", DefaultMaxAPDUsPerScript); err != nil {
 		return cfg, err
 	}
@@ -176,29 +182,61 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("SCRIPTROUTER_KEK: %w", err)
 	}
 	cfg.Kit.Buckets = append(cfg.Kit.Buckets, adapters.Buckets...)
-	kit, err := servicekit.Start(ctx, cfg.Kit)
+	kit, err := servicekit.StartPartitioned(ctx, cfg.Kit)
 	if err != nil {
 		return err
 	}
 	for _, name := range demo {
 		kit.Log.Warn("using the public demo key: set " + name + " for anything but a demo")
 	}
-	store := adapters.NewStore(kit.Store, adapters.OutboxConfig{})
-	application := app.New(app.Config{
-		DefaultLimits:   domain.Limits{MaxAPDUs: cfg.MaxAPDUsPerScript, MaxBytes: cfg.MaxScriptBytes},
-		IssuerMasterKey: cfg.IssuerMasterKey, KeyExchangeKey: cfg.KeyExchangeKey, Sealer: sealer,
-		TemporaryKeyTTL: cfg.TemporaryKeyTTL,
-	}, store)
-	metrics := ports.NewMetrics(kit.Ops.Registry, func() float64 { return float64(store.InFlightCount()) })
-	handlers := &ports.Handlers{App: application, Schemas: kit.Schemas, Log: kit.Log, Metrics: metrics}
-	kit.Router.Handle(topology.ScriptRouterRequested, handlers.Requested)
-	kit.Router.Handle(topology.ScriptRouterExecuted, handlers.Executed)
-	kit.Router.Handle(topology.ScriptRouterRegistry, handlers.Registry)
-	(&ports.HTTP{App: application}).Routes(kit.Ops.Router)
-
-	// Summaries of completed scripts only serve the HTTP API.
-	// Temporary keys the SP did not rotate in time are erased (custody "expired").
-	return kit.RunWith(ctx, kit.Pruner("script summaries", cfg.SummaryRetention, store.PruneSummaries),
-		kit.Pruner("conversation card states", cfg.SummaryRetention, store.PruneCardStates),
-		kit.Pruner("expired temporary keys", cfg.TemporaryKeyTTL, store.EraseExpiredKeys))
+	// Per partition (by SE): scripts in flight, summaries, card states, key
+	// custody, the central sessions; the registry projection is kept whole
+	// in every partition.
+	type part struct {
+		app   *app.App
+		store *adapters.Store
+	}
+	metrics := ports.NewMetrics(kit.Ops.Registry, func() float64 {
+		n := 0
+		for _, p := range kit.OwnedPartitions() {
+			n += p.Value.(*part).store.InFlightCount()
+		}
+		return float64(n)
+	})
+	(&ports.HTTP{
+		ForSE: func(seID string) (*app.App, error) {
+			p, n := kit.PartitionOf(seID)
+			if p == nil {
+				return nil, servicekit.ErrNotOwned(n)
+			}
+			return p.Value.(*part).app, nil
+		},
+		Owned: func() ([]*app.App, bool) {
+			ps := kit.OwnedPartitions()
+			apps := make([]*app.App, 0, len(ps))
+			for _, p := range ps {
+				apps = append(apps, p.Value.(*part).app)
+			}
+			return apps, len(ps) == kit.PartitionCount()
+		},
+	}).Routes(kit.Ops.Router)
+	return kit.RunPartitioned(ctx, func(p *servicekit.Partition) error {
+		store := adapters.NewStore(p.Store, adapters.OutboxConfig{})
+		application := app.New(app.Config{
+			DefaultLimits:   domain.Limits{MaxAPDUs: cfg.MaxAPDUsPerScript, MaxBytes: cfg.MaxScriptBytes},
+			IssuerMasterKey: cfg.IssuerMasterKey, KeyExchangeKey: cfg.KeyExchangeKey, Sealer: sealer,
+			TemporaryKeyTTL: cfg.TemporaryKeyTTL,
+		}, store)
+		p.Value = &part{app: application, store: store}
+		handlers := &ports.Handlers{App: application, Schemas: kit.Schemas, Log: p.Log, Metrics: metrics}
+		p.Handle(topology.ScriptRouterRequested, handlers.Requested)
+		p.Handle(topology.ScriptRouterExecuted, handlers.Executed)
+		p.HandleAll(topology.ScriptRouterRegistry, handlers.Registry)
+		// Summaries of completed scripts only serve the HTTP API.
+		// Temporary keys the SP did not rotate in time are erased (custody "expired").
+		p.Go(kit.Pruner("script summaries", cfg.SummaryRetention, store.PruneSummaries))
+		p.Go(kit.Pruner("conversation card states", cfg.SummaryRetention, store.PruneCardStates))
+		p.Go(kit.Pruner("expired temporary keys", cfg.TemporaryKeyTTL, store.EraseExpiredKeys))
+		return nil
+	})
 }
