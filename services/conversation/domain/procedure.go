@@ -33,6 +33,12 @@ const (
 	StepAudit           = "audit"
 	// StepCompensate deletes what a failed pre-personalize created.
 	StepCompensate = "compensate"
+	// StepCleanup starts a pre-personalize of an in-error instance: it
+	// deletes what an earlier, failed attempt may have left on the card (the
+	// instance, and the SD when the central TSM created it and still holds its
+	// keys), so the new attempt starts from a clean card and the SP gets fresh
+	// temporary keys.
+	StepCleanup = "cleanup"
 )
 
 // MaxUnreachableRetries is how often a step whose script did not reach the
@@ -325,11 +331,18 @@ func (p *Procedure) Start(c Content, scriptID string, now time.Time) Outcome {
 			return p.fail(contract.Errorf(contract.CodeNotAllowed,
 				"security domain %s on SE %s belongs to another SP; ask the operator to check your SD AID", p.SDAID, p.SEID), now)
 		}
-		if p.existingSD(c) == nil {
-			p.Plan = []string{StepCreateSD, StepInstallInstance}
-		} else {
-			p.Plan = []string{StepInstallInstance}
+		p.Plan = nil
+		sdGone := p.existingSD(c) == nil
+		if inst.Deployed() && inst.State == contract.StateInError {
+			p.Plan = append(p.Plan, StepCleanup)
+			if sd := p.cleanupSD(c); sd != "" {
+				p.SDToDelete, sdGone = sd, true
+			}
 		}
+		if sdGone {
+			p.Plan = append(p.Plan, StepCreateSD)
+		}
+		p.Plan = append(p.Plan, StepInstallInstance)
 
 	case events.ProcedureActivate:
 		switch {
@@ -378,6 +391,22 @@ func (p *Procedure) Start(c Content, scriptID string, now time.Time) Outcome {
 		p.Plan = []string{StepAudit}
 	}
 	return p.advance(Outcome{}, c, scriptID, now)
+}
+
+// cleanupSD is the SD a cleanup deletes: the SP's SD the central TSM created
+// and still holds the keys of, with no other instance of the SP in it ("" if
+// none).
+func (p *Procedure) cleanupSD(c Content) string {
+	sd := c.SD(p.SDAID)
+	if sd == nil || !sd.CreatedByCentral || sd.SPID != p.Request.SPID || sd.KeysHeldBy != events.KeysHeldByCentral {
+		return ""
+	}
+	for _, other := range c.InstancesOf(p.Request.SPID) {
+		if other.ServiceID != p.serviceID() {
+			return ""
+		}
+	}
+	return strings.ToUpper(sd.AID)
 }
 
 // existingSD is the SP's SD with the registry's AID: a record, or a
@@ -528,6 +557,16 @@ func (p *Procedure) buildStep(step string, c Content, now time.Time) (*Procedure
 		var cmd string
 		cmd, err = DeleteCommand(p.SDToDelete)
 		s.Commands = []string{cmd}
+	case StepCleanup:
+		s.ContinueOnError = true
+		var cmd string
+		if cmd, err = DeleteCommand(p.Service.InstanceAID); err == nil {
+			s.Commands = []string{cmd}
+			if p.SDToDelete != "" {
+				cmd, err = DeleteCommand(p.SDToDelete)
+				s.Commands = append(s.Commands, cmd)
+			}
+		}
 	case StepAudit:
 		s.ContinueOnError = true
 		s.Commands = AuditCommands()
@@ -634,7 +673,7 @@ func retriesUnreachable(p *Procedure, step string) bool {
 // failing as a whole.
 func (p *Procedure) tolerant(step string) bool {
 	switch step {
-	case StepAudit, StepDeleteInstance, StepDeleteSD:
+	case StepAudit, StepDeleteInstance, StepDeleteSD, StepCleanup:
 		return true
 	case StepLock, StepUnlock:
 		return p.Kind == events.ProcedureLockSE || p.Kind == events.ProcedureUnlockSE
@@ -656,6 +695,19 @@ func (p *Procedure) finishStep(step string, so *stepOutcome, c Content, now time
 	var o Outcome
 	switch p.Kind {
 	case events.ProcedurePrePersonalize:
+		if step == StepCleanup {
+			for i := range so.step.Commands {
+				if !so.eval.okOr(i, apdu.SWReferencedDataNotFound) {
+					return p.fail(contract.Errorf(contract.CodeSecureElementError,
+						"%s on SE %s is in-error and what an earlier attempt left could not be removed (%s); the card is unchanged, try again or ask the operator to audit the SE",
+						p.serviceName(), p.SEID, so.eval.failureOr(p, step).Message), now), false
+				}
+			}
+			if p.SDToDelete != "" {
+				o.SDs = append(o.SDs, SDChange{SD: SecurityDomain{SEID: p.SEID, AID: p.SDToDelete, SPID: sp}, Removed: true})
+			}
+			return o, true
+		}
 		if step == StepCreateSD {
 			p.TemporaryKeys = so.res.TemporaryKeys
 			o.SDs = append(o.SDs, SDChange{SD: SecurityDomain{SEID: p.SEID, AID: strings.ToUpper(p.SDAID), SPID: sp,

@@ -325,6 +325,48 @@ func TestCompensationRetriesAnUnreachableSEThreeTimes(t *testing.T) {
 	if w.content.SD(bankSD) == nil || w.content.Instance("bank", bankSvc).State != contract.StateInError {
 		t.Fatalf("content %+v", w.content)
 	}
+	// The next pre-personalize cleans up first (instance and the SD whose keys
+	// the central TSM still holds), then creates the SD again: the SP gets
+	// fresh temporary keys.
+	again := procedure(events.ProcedurePrePersonalize, "bank", card.Embedded)
+	o = again.Start(w.content, "c1", t0)
+	w.apply(o)
+	if o.Script == nil || o.Script.Step != domain.StepCleanup || !o.Script.ContinueOnError ||
+		strings.Join(o.Script.Commands, " ") != "80E400000A4F08A00000055501010100 80E40000094F07A000000555AA0100" {
+		t.Fatalf("cleanup %+v", o.Script)
+	}
+	cleanup := success(2)
+	cleanup.Response.Responses[0] = "6A88" // the instance was never installed
+	o, _ = again.Complete("c1", cleanup, w.content, "c2", t0)
+	w.apply(o)
+	if o.Script == nil || o.Script.Step != domain.StepCreateSD || w.content.SD(bankSD) != nil {
+		t.Fatalf("after cleanup %+v, SD record %+v", o.Script, w.content.SD(bankSD))
+	}
+	o, _ = again.Complete("c2", withKeys(success(2)), w.content, "c3", t0)
+	w.apply(o)
+	o, _ = again.Complete("c3", success(2), w.content, "c4", t0)
+	w.apply(o)
+	resp, ok := o.Answer.Body.(contract.PrePersonalizeResponse)
+	if !o.Done || o.Answer.Err != nil || !ok || resp.TemporaryKeys == nil || resp.State != contract.StateInstalled {
+		t.Fatalf("second attempt %+v", o.Answer)
+	}
+}
+
+func TestCleanupThatFailsLeavesTheInstanceInError(t *testing.T) {
+	w := &world{t: t}
+	w.content = w.content.Apply(domain.Outcome{Instances: []domain.InstanceChange{{After: &domain.Instance{SEID: seID,
+		SPID: "bank", ServiceID: bankSvc, InstanceAID: bankApp, SDAID: bankSD, State: contract.StateInError}}}})
+	p := procedure(events.ProcedurePrePersonalize, "bank", card.Embedded)
+	o := p.Start(w.content, "c1", t0)
+	if o.Script == nil || o.Script.Step != domain.StepCleanup || len(o.Script.Commands) != 1 {
+		t.Fatalf("cleanup of an instance without a central SD record: %+v", o.Script)
+	}
+	o, _ = p.Complete("c1", failedAt(0, "6985", 1), w.content, "c2", t0)
+	w.apply(o)
+	if !o.Done || o.Answer.Err == nil || o.Answer.Err.Code != contract.CodeSecureElementError ||
+		w.content.Instance("bank", bankSvc).State != contract.StateInError {
+		t.Fatalf("failed cleanup %+v, content %+v", o.Answer, w.content)
+	}
 }
 
 func TestCompensationAfterCreateSDFailsDeletesOnlyTheSD(t *testing.T) {
