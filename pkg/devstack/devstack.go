@@ -35,6 +35,9 @@ type ServiceSpec struct {
 	HTTPAddr string
 	// Env adds environment variables (NATS_URL, DATA_DIR and HTTP_ADDR are set by the stack).
 	Env map[string]string
+	// DataDir, if set, is the instance's DATA_DIR instead of the stack's
+	// Dir/<Name>: the replicas of a partitioned service share one (RunReplica).
+	DataDir string
 }
 
 // Config of a stack.
@@ -108,9 +111,13 @@ func (s *Stack) Run(spec ServiceSpec) error {
 		return fmt.Errorf("%s is already running", spec.Name)
 	}
 	cmd := exec.Command(filepath.Join(s.cfg.BinDir, spec.Binary))
+	dataDir := spec.DataDir
+	if dataDir == "" {
+		dataDir = filepath.Join(s.cfg.Dir, spec.Name)
+	}
 	cmd.Env = append(os.Environ(),
 		"NATS_URL="+s.NATSURL(),
-		"DATA_DIR="+filepath.Join(s.cfg.Dir, spec.Name),
+		"DATA_DIR="+dataDir,
 		"HTTP_ADDR="+spec.HTTPAddr,
 	)
 	for k, v := range s.cfg.Env {
@@ -203,6 +210,37 @@ func (s *Stack) WaitReady(ctx context.Context, name string) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// RunReplica starts one more instance of the service instance name (its
+// binary, environment and data directory, a free HTTP port), named
+// <name>-<n>, and returns that name. Replicas of the conversation service and
+// the script router share the data directory and split its partitions
+// (PARTITIONS; docs/operations.md, Scaling); env is added to the replica's
+// environment.
+func (s *Stack) RunReplica(name string, n int, env map[string]string) (string, error) {
+	s.mu.Lock()
+	spec, ok := s.specs[name]
+	s.mu.Unlock()
+	if !ok {
+		return "", fmt.Errorf("no service %s", name)
+	}
+	addr, err := FreeAddr()
+	if err != nil {
+		return "", err
+	}
+	if spec.DataDir == "" {
+		spec.DataDir = filepath.Join(s.cfg.Dir, spec.Name)
+	}
+	merged := map[string]string{}
+	for k, v := range spec.Env {
+		merged[k] = v
+	}
+	for k, v := range env {
+		merged[k] = v
+	}
+	spec.Name, spec.HTTPAddr, spec.Env = name+"-"+strconv.Itoa(n), addr, merged
+	return spec.Name, s.Run(spec)
 }
 
 // HTTPAddr returns a service's HTTP address.

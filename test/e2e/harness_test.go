@@ -74,14 +74,23 @@ type env struct {
 // startEnv starts a full stack with the demo data set.
 func startEnv(t *testing.T) *env {
 	t.Helper()
+	return startEnvWith(t, nil)
+}
+
+// startEnvWith is startEnv with extra environment for every service.
+func startEnvWith(t *testing.T, extraEnv map[string]string) *env {
+	t.Helper()
 	logs := &bustest.Buffer{}
 	var out io.Writer = logs
 	if os.Getenv("TSMHUB_E2E_LOGS") != "" {
 		out = io.MultiWriter(logs, os.Stderr)
 	}
 	dir := t.TempDir()
-	st, err := devstack.Start(devstack.Config{Dir: dir, BinDir: binDir, Output: out,
-		Env: map[string]string{"LOG_LEVEL": "info", "CONV_TTL": "2m"}})
+	stackEnv := map[string]string{"LOG_LEVEL": "info", "CONV_TTL": "2m"}
+	for k, v := range extraEnv {
+		stackEnv[k] = v
+	}
+	st, err := devstack.Start(devstack.Config{Dir: dir, BinDir: binDir, Output: out, Env: stackEnv})
 	if err != nil {
 		t.Fatal(err)
 	}
