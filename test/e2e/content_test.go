@@ -361,6 +361,12 @@ func TestCentralContentManagementStory(t *testing.T) {
 		k.rotated = rotate(t, e, svc, seID, k.temporary)
 		personalize(t, e, svc, seID, k.rotated)
 		notes[svc.spID].await(seID, "service-state-changed:personalized")
+		// The router learnt the new key version from the SP's INITIALIZE
+		// UPDATE (the PUT KEY itself was encrypted).
+		bustest.Eventually(t, 30*time.Second, "key version 31 of "+svc.sdAID, func() bool {
+			d, err := e.sp(svc.spID).GetSEData(ctxT(t), contract.GetSEDataRequest{SEID: seID})
+			return err == nil && d.SEData != nil && d.SEData.SecurityDomain != nil && d.SEData.SecurityDomain.KeyVersion == 0x31
+		})
 		st := serviceCall[contract.ServiceStateResponse](t, e.sp(svc.spID), "activate-service",
 			contract.ServiceRequest{SEID: seID, ServiceID: svc.service})
 		if st.Status != contract.StatusSuccess || st.State != contract.StateActive {

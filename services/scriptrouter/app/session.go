@@ -398,6 +398,22 @@ func (a *App) recordRotations(tx Tx, script domain.Script, responses []string, n
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return nil, err
 		}
+		if put.InitializeUpdate {
+			// Only an SD the SP took over, whose new version the router
+			// could not read from its (encrypted) PUT KEY: learn it from the
+			// key information of the INITIALIZE UPDATE response (GPC Amd D
+			// 7.1.1.2: KDD(10) || KVN || SCP || i || ...).
+			kvn, ok := initializeUpdateKVN(responses[put.Index])
+			if err != nil || !ok || prev.State != domain.CustodySP || prev.KeyVersion == kvn {
+				continue
+			}
+			prev.KeyVersion = kvn
+			if err := tx.Custody().Put(prev); err != nil {
+				return nil, err
+			}
+			out = appendRotation(out, events.KeyRotation{SecurityDomainAID: put.SDAID, KeyVersion: kvn})
+			continue
+		}
 		if err := tx.Custody().DeleteHeld(script.SEID, put.SDAID); err != nil {
 			return nil, err
 		}
@@ -405,18 +421,32 @@ func (a *App) recordRotations(tx Tx, script domain.Script, responses []string, n
 			State: domain.CustodySP, KeyVersion: put.KeyVersion, KeysCreatedAt: prev.KeysCreatedAt, Since: now}); err != nil {
 			return nil, err
 		}
-		rot := events.KeyRotation{SecurityDomainAID: put.SDAID, KeyVersion: put.KeyVersion}
-		replaced := false
-		for i := range out {
-			if out[i].SecurityDomainAID == put.SDAID {
-				out[i], replaced = rot, true
-			}
-		}
-		if !replaced {
-			out = append(out, rot)
-		}
+		out = appendRotation(out, events.KeyRotation{SecurityDomainAID: put.SDAID, KeyVersion: put.KeyVersion})
 	}
 	return out, nil
+}
+
+// appendRotation adds rot to out, replacing an earlier report on the same SD
+// (the last one of a script wins).
+func appendRotation(out []events.KeyRotation, rot events.KeyRotation) []events.KeyRotation {
+	for i := range out {
+		if out[i].SecurityDomainAID == rot.SecurityDomainAID {
+			out[i] = rot
+			return out
+		}
+	}
+	return append(out, rot)
+}
+
+// initializeUpdateKVN reads the key version from an INITIALIZE UPDATE
+// R-APDU (hex, data || SW).
+func initializeUpdateKVN(rapdu string) (int, bool) {
+	b, err := hex.DecodeString(rapdu)
+	if err != nil || len(b) < 2+13 {
+		return 0, false
+	}
+	kvn := int(b[10])
+	return kvn, kvn != 0
 }
 
 // Custody returns the key custody of the SP SDs of an SE (never keys).

@@ -245,6 +245,10 @@ type KeyPut struct {
 	// KeyVersion is the new key version when the router can read it (a PUT
 	// KEY without secure messaging: the first data byte), else 0.
 	KeyVersion int `json:"keyVersion"`
+	// InitializeUpdate marks an INITIALIZE UPDATE on the SP's SD rather than
+	// a PUT KEY: its response carries the SD's current key version in clear,
+	// which is how the router learns the version an encrypted PUT KEY set.
+	InitializeUpdate bool `json:"initializeUpdate,omitempty"`
 }
 
 // AuthorizeScript is Authorize that also lists the script's PUT KEY
@@ -253,13 +257,13 @@ func AuthorizeScript(scope SPScope, state CardState, commands []Command) (CardSt
 	next := state.clone()
 	var puts []KeyPut
 	for _, c := range commands {
-		if c.APDU.INS == insPutKey {
+		if c.APDU.INS == insPutKey || c.APDU.INS == insInitUpdate {
 			if ch := apdu.LogicalChannel(c.APDU.CLA); ch >= 0 && next.Channels[ch] == SelectedOwnSD {
-				put := KeyPut{Index: c.Index, SDAID: next.SDs[ch]}
+				put := KeyPut{Index: c.Index, SDAID: next.SDs[ch], InitializeUpdate: c.APDU.INS == insInitUpdate}
 				if put.SDAID == "" && len(scope.SDAIDs) == 1 {
 					put.SDAID = strings.ToUpper(scope.SDAIDs[0])
 				}
-				if data, ok := next.clearData(ch, c.APDU); ok && len(data) > 0 {
+				if data, ok := next.clearData(ch, c.APDU); ok && len(data) > 0 && !put.InitializeUpdate {
 					put.KeyVersion = int(data[0])
 				}
 				if put.SDAID != "" {
