@@ -106,8 +106,13 @@ func startSystem(ctx context.Context, dir, binDir string, env map[string]string,
 		}
 	}
 	if err := s.findPIDs(); err != nil {
+		// Seen once on the shared machine: every service answered /readyz, yet
+		// one had exited. The port devstack picked as free was probably taken
+		// by another job meanwhile, whose service answered for ours; the
+		// services' log says.
+		tail := s.logTail(20)
 		s.stop()
-		return nil, err
+		return nil, fmt.Errorf("%w; last lines of the services' log:\n%s", err, tail)
 	}
 	s.nc, err = nats.Connect(st.NATSURL(), nats.Name("tsmbench"), nats.MaxReconnects(-1))
 	if err != nil {
