@@ -3,6 +3,7 @@ package devstack
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tsmhub/tsmhub/pkg/bus"
@@ -275,34 +277,74 @@ func runScaleConv(ctx context.Context, cfg ScaleConfig, c *spclient.Client, sdAI
 	return nil
 }
 
-// readStream returns the messages of stream on filter in stream order, up to
-// the end the stream had when called.
-func readStream(ctx context.Context, js jetstream.JetStream, stream, filter string, each func(jetstream.Msg) error) error {
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+// streamMsg is one stored message.
+type streamMsg struct {
+	subject string
+	header  nats.Header
+	data    []byte
+}
+
+// readStream calls each with the messages of stream on filter in stream
+// order, up to the end the stream had when called. It reads them one by one
+// with the stream's get API (the next message on filter from a sequence),
+// retrying each get a few times: a cluster electing a leader answers
+// "no responders" for a moment.
+func readStream(ctx context.Context, js jetstream.JetStream, stream, filter string, each func(streamMsg) error) error {
+	var st jetstream.Stream
+	var info *jetstream.StreamInfo
+	err := retry(ctx, func() (err error) {
+		if st, err = js.Stream(ctx, stream); err != nil {
+			return err
+		}
+		info, err = st.Info(ctx)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("read %s: %w", stream, err)
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return err
-	}
-	for n := info.NumPending; n > 0; n-- {
-		m, err := cons.Next(jetstream.FetchMaxWait(30 * time.Second))
-		if err != nil {
-			return fmt.Errorf("read %s %s: %w", stream, filter, err)
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; {
+		var m *jetstream.RawStreamMsg
+		err := retry(ctx, func() (err error) {
+			m, err = st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+			return err
+		})
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
 		}
-		if err := each(m); err != nil {
+		if err != nil {
+			return fmt.Errorf("read %s %s at %d: %w", stream, filter, seq, err)
+		}
+		if m.Sequence > info.State.LastSeq {
+			return nil
+		}
+		if err := each(streamMsg{subject: m.Subject, header: m.Header, data: m.Data}); err != nil {
 			return err
 		}
+		seq = m.Sequence + 1
 	}
 	return nil
+}
+
+func retry(ctx context.Context, f func() error) error {
+	var err error
+	for attempt := 0; attempt < 10; attempt++ {
+		if err = f(); err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return err
 }
 
 func checkScaleResponses(ctx context.Context, cfg ScaleConfig, byRequest map[string]*scaleConv) error {
 	counts := map[string]int{}
 	for _, sp := range DemoSPs {
-		err := readStream(ctx, cfg.JS, "TSM_RES", "tsm.sp."+sp.SPID+".res.>", func(m jetstream.Msg) error {
-			if id := m.Headers().Get("ce-correlationid"); byRequest[id] != nil {
+		err := readStream(ctx, cfg.JS, "TSM_RES", "tsm.sp."+sp.SPID+".res.>", func(m streamMsg) error {
+			if id := m.header.Get("ce-correlationid"); byRequest[id] != nil {
 				counts[id]++
 			}
 			return nil
@@ -336,18 +378,18 @@ func checkScaleOrder(ctx context.Context, cfg ScaleConfig, ses []string, byReque
 		cmds   int
 	}
 	perSE := map[string][]exec{}
-	err := readStream(ctx, cfg.JS, "TSM_STEPS", "tsm.se.*.execute", func(m jetstream.Msg) error {
-		se := strings.Split(m.Subject(), ".")[2]
+	err := readStream(ctx, cfg.JS, "TSM_STEPS", "tsm.se.*.execute", func(m streamMsg) error {
+		se := strings.Split(m.subject, ".")[2]
 		if !mine[se] {
 			return nil
 		}
-		ev, err := bus.Decode(m.Headers(), m.Data())
+		ev, err := bus.Decode(m.header, m.data)
 		if err != nil {
-			return fmt.Errorf("execute on %s: %w", m.Subject(), err)
+			return fmt.Errorf("execute on %s: %w", m.subject, err)
 		}
 		var x events.SEExecute
 		if err := json.Unmarshal(ev.Data(), &x); err != nil {
-			return fmt.Errorf("execute on %s: %w", m.Subject(), err)
+			return fmt.Errorf("execute on %s: %w", m.subject, err)
 		}
 		cv := byRequest[x.Request.RequestID]
 		if cv == nil {
