@@ -6,7 +6,10 @@
 // kills one service container with SIGKILL and stops one NATS node during it,
 // restarts both, checks that the SP got every response and that the cards
 // executed every APDU exactly once, and tears everything down, checking that
-// nothing of the project is left.
+// nothing of the project is left. TestComposeScaleOut deploys with
+// `--scale conversation=2 --scale scriptrouter=2` and runs the scale workload
+// of pkg/devstack (200 conversations on 50 SEs, a conversation replica killed
+// with SIGKILL): every response delivered once, per-SE order kept.
 //
 // It needs a Docker engine and runs only with the build tag:
 //

@@ -3,9 +3,12 @@
 # the Go test in this directory (build tag compose), which deploys
 # compose.yaml as project tsmhub-e2e, seeds it, runs the Fig. 3 walkthrough
 # from the host with a killed service and a stopped NATS node, checks
-# exactly-once execution, and tears it down; then the one-node override.
+# exactly-once execution, and tears it down; then the one-node override; then
+# the scale-out run (`up -d --scale conversation=2 --scale scriptrouter=2`,
+# 200 conversations on 50 SEs, a replica killed: TestComposeScaleOut).
 # .ci/run calls it when `docker info` works. Everything it publishes is bound
-# to 127.0.0.1 (ports 14222-14224, 18080-18085, 18222).
+# to 127.0.0.1 (ports 14222-14224, 18080, 18083-18085, 18222; conversation and
+# scriptrouter on ephemeral ports).
 #
 # Environment: TSMHUB_COMPOSE (compose command; default `docker compose`, else
 # docker-compose), TSMHUB_KEEP=1 (leave the stack up), SKIP_IMAGES=1 (use the
