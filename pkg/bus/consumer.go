@@ -114,6 +114,10 @@ type RouterConfig struct {
 	// place of JetStream.CreateOrUpdateConsumer (pkg/partition uses it to take
 	// a partition's consumers over from their ack floor).
 	CreateConsumer func(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error)
+	// PullExpiry, if set, is the expiry of each pull request (heartbeats at a
+	// third of it) instead of the client's default of 30 s: a lost pull
+	// request stalls the consumer for about two heartbeats.
+	PullExpiry time.Duration
 }
 
 // Router runs named handlers on durable pull consumers.
@@ -289,7 +293,13 @@ func (w *consumerRun) run(ctx context.Context) error {
 			}
 		}
 	}()
-	iter, err := w.cons.Messages(jetstream.PullMaxMessages(256))
+	opts := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(256)}
+	if e := w.r.cfg.PullExpiry; e > 0 {
+		// A pull request the server lost (sent to a consumer whose new raft
+		// group was not serving yet) is noticed after two missed heartbeats.
+		opts = append(opts, jetstream.PullExpiry(e), jetstream.PullHeartbeat(e/3))
+	}
+	iter, err := w.cons.Messages(opts...)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -46,7 +47,8 @@ func Filter(c topology.Consumer, k, n int, h bus.Handler) bus.Handler {
 func Takeover(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
 	cons, err := js.Consumer(ctx, stream, cfg.Durable)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return js.CreateOrUpdateConsumer(ctx, stream, cfg)
+		cons, err := js.CreateOrUpdateConsumer(ctx, stream, cfg)
+		return withLeader(ctx, cons, err)
 	}
 	if err != nil {
 		return nil, err
@@ -64,5 +66,28 @@ func Takeover(ctx context.Context, js jetstream.JetStream, stream string, cfg je
 	cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 	cfg.OptStartSeq = info.AckFloor.Stream + 1
 	cfg.OptStartTime = nil
-	return js.CreateConsumer(ctx, stream, cfg)
+	cons, err = js.CreateConsumer(ctx, stream, cfg)
+	return withLeader(ctx, cons, err)
+}
+
+// withLeader waits (up to 5 s) until a consumer just created on a cluster has
+// a leader, so that the first pull request reaches one.
+func withLeader(ctx context.Context, cons jetstream.Consumer, err error) (jetstream.Consumer, error) {
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		info, err := cons.Info(ctx)
+		if err == nil && (info.Cluster == nil || info.Cluster.Leader != "") {
+			return cons, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return cons, nil // the iterator's heartbeats cover the rest
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -22,6 +22,13 @@ import (
 // partition still held by its previous owner is tried again next round.
 const partitionOpenTimeout = 200 * time.Millisecond
 
+// partitionPullExpiry bounds how long a partition's consumer stays stalled on
+// a pull request the server lost: with P partitions a replica creates P times
+// as many consumers at start, and on a three-node cluster a pull sent to a
+// consumer whose raft group was still settling went unanswered for the
+// client's default 30 s.
+const partitionPullExpiry = 6 * time.Second
+
 // PartitionsFromEnv reads PARTITIONS (default 1) and
 // PARTITION_REBALANCE_INTERVAL (default 1s) into cfg. Only services whose
 // state is partitioned by SE (conversation, script router) call it.
@@ -201,7 +208,7 @@ func (k *Kit) openPartition(i, n int, setup func(p *Partition) error) (func(cont
 	}
 	p := &Partition{Index: i, Count: n, Store: store, Kit: k, Log: log}
 	p.router = bus.NewRouter(bus.RouterConfig{JetStream: k.JS, Log: log, Workers: k.Config.Workers,
-		Metrics: k.Metrics, CreateConsumer: partition.Takeover})
+		Metrics: k.Metrics, CreateConsumer: partition.Takeover, PullExpiry: partitionPullExpiry})
 	if err := setup(p); err != nil {
 		store.Close()
 		return nil, fmt.Errorf("partition %d: %w", i, err)
