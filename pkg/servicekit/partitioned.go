@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tsmhub/tsmhub/pkg/bus"
@@ -77,7 +79,17 @@ type Partition struct {
 
 	router *bus.Router
 	tasks  []func(context.Context)
+	// routes counts the consumers Handle and HandleAll added; created counts
+	// those the router has created (or taken over) since the partition was
+	// acquired. The partition serves once both agree.
+	routes   int
+	created  atomic.Int32
+	acquired time.Time
 }
+
+// Serving reports whether every consumer of the partition has been created
+// (with a leader, partition.Takeover), i.e. whether its messages flow.
+func (p *Partition) Serving() bool { return int(p.created.Load()) >= p.routes }
 
 // Handle runs h on consumer c for this partition: the durable name gets the
 // suffix -p<k> (when P > 1) and messages of other partitions are
@@ -85,6 +97,7 @@ type Partition struct {
 func (p *Partition) Handle(c topology.Consumer, h bus.Handler) {
 	h = partition.Filter(c, p.Index, p.Count, h)
 	c.Name = partition.ConsumerName(c.Name, p.Index, p.Count)
+	p.routes++
 	p.router.Handle(c, h)
 }
 
@@ -93,6 +106,7 @@ func (p *Partition) Handle(c topology.Consumer, h bus.Handler) {
 // the registry).
 func (p *Partition) HandleAll(c topology.Consumer, h bus.Handler) {
 	c.Name = partition.ConsumerName(c.Name, p.Index, p.Count)
+	p.routes++
 	p.router.Handle(c, h)
 }
 
@@ -145,7 +159,11 @@ func ErrNotOwned(n int) error {
 // and runs the HTTP server. setup builds a partition the process has just
 // taken: use cases over p.Store, handlers with p.Handle, tasks with p.Go;
 // an error gives the partition back. /readyz is ready once the member is
-// registered, with or without partitions (a standby).
+// registered and every partition it owns is serving (its consumers created,
+// each with a leader): a standby without partitions is ready; a replica that
+// has just taken partitions is not ready until their messages flow. On a
+// loaded three-node cluster creating a partition's consumers one after the
+// other took seconds, and requests sent meanwhile waited for them.
 func (k *Kit) RunPartitioned(ctx context.Context, setup func(p *Partition) error) error {
 	n := k.PartitionCount()
 	mgr, err := partition.Join(partition.Config{Dir: k.Config.DataDir, Partitions: n,
@@ -161,12 +179,27 @@ func (k *Kit) RunPartitioned(ctx context.Context, setup func(p *Partition) error
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tsm_partitions_owned",
 			Help: "Partitions of this service's state this replica owns."},
 			func() float64 { return float64(len(mgr.Owned())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tsm_partitions_serving",
+			Help: "Partitions this replica owns whose consumers are all created (their messages flow)."},
+			func() float64 { return float64(k.servingPartitions()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tsm_partitions_acquired_total",
 			Help: "Partitions this replica has taken since it started (from a departed or rebalancing replica, or at start)."},
 			func() float64 { return float64(mgr.Acquired()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tsm_partition_members",
 			Help: "Live replicas sharing this service's data directory, as of the last rebalance."},
 			func() float64 { return float64(mgr.Members()) }))
+	k.Ops.AddReadiness("partitions", func(context.Context) error {
+		var waiting []int
+		for _, p := range k.OwnedPartitions() {
+			if !p.Serving() {
+				waiting = append(waiting, p.Index)
+			}
+		}
+		if len(waiting) > 0 {
+			return fmt.Errorf("partitions %v: consumers still being created", waiting)
+		}
+		return nil
+	})
 	// The first round before serving: a lone replica (and P = 1) owns its
 	// store by the time it is ready, as an unpartitioned service does.
 	mgr.Rebalance(ctx)
@@ -206,9 +239,16 @@ func (k *Kit) openPartition(i, n int, setup func(p *Partition) error) (func(cont
 	if n > 1 {
 		log = log.With("partition", i)
 	}
-	p := &Partition{Index: i, Count: n, Store: store, Kit: k, Log: log}
+	p := &Partition{Index: i, Count: n, Store: store, Kit: k, Log: log, acquired: time.Now()}
+	create := func(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+		cons, err := partition.Takeover(ctx, js, stream, cfg)
+		if err == nil && int(p.created.Add(1)) == p.routes {
+			log.Info("partition serving", "consumers", p.routes, "after", time.Since(p.acquired).Round(time.Millisecond).String())
+		}
+		return cons, err
+	}
 	p.router = bus.NewRouter(bus.RouterConfig{JetStream: k.JS, Log: log, Workers: k.Config.Workers,
-		Metrics: k.Metrics, CreateConsumer: partition.Takeover, PullExpiry: partitionPullExpiry})
+		Metrics: k.Metrics, CreateConsumer: create, PullExpiry: partitionPullExpiry})
 	if err := setup(p); err != nil {
 		store.Close()
 		return nil, fmt.Errorf("partition %d: %w", i, err)
@@ -227,6 +267,17 @@ func (k *Kit) openPartition(i, n int, setup func(p *Partition) error) (func(cont
 		store.Close()
 		return err
 	}, nil
+}
+
+// servingPartitions counts the owned partitions that serve (Partition.Serving).
+func (k *Kit) servingPartitions() int {
+	n := 0
+	for _, p := range k.OwnedPartitions() {
+		if p.Serving() {
+			n++
+		}
+	}
+	return n
 }
 
 // run serves the partition until ctx ends or its router fails: router, relay,

@@ -82,17 +82,21 @@ func TestComposeScaleOut(t *testing.T) {
 	}
 	t.Logf("MEASURE scaled up -d to all containers healthy: %s", time.Since(upStart).Round(100*time.Millisecond))
 	// Each replica owns two of the four partitions.
+	ownedStart := time.Now()
 	addrs := map[string][]string{}
 	for _, svc := range scaled {
 		port := map[string]string{"conversation": "8081", "scriptrouter": "8082"}[svc]
 		for i := 1; i <= 2; i++ {
 			a := s.replicaAddr(svc, port, i)
 			addrs[svc] = append(addrs[svc], a)
-			bustest.Eventually(t, time.Minute, svc+" replica "+a+" owns 2 partitions", func() bool {
-				return promValue(a, "tsm_partitions_owned") == 2
+			// Owned and serving: their consumers are created, so the
+			// workload does not wait for them.
+			bustest.Eventually(t, time.Minute, svc+" replica "+a+" owns and serves 2 partitions", func() bool {
+				return promValue(a, "tsm_partitions_owned") == 2 && promValue(a, "tsm_partitions_serving") == 2
 			})
 		}
 	}
+	t.Logf("MEASURE then every replica owns and serves its 2 partitions: %s", time.Since(ownedStart).Round(100*time.Millisecond))
 	h := connect(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
