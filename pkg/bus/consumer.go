@@ -118,6 +118,13 @@ type RouterConfig struct {
 	// third of it) instead of the client's default of 30 s: a lost pull
 	// request stalls the consumer for about two heartbeats.
 	PullExpiry time.Duration
+	// CreateConcurrently, if set, creates the consumers all at once, each
+	// starting as soon as it exists, instead of one after the other: on a
+	// three-node cluster each new consumer waits for its raft group's leader
+	// (partition.Takeover), and a partition's consumers then serve after the
+	// slowest one rather than after the sum. A creation error stops the others
+	// and Run returns it.
+	CreateConcurrently bool
 }
 
 // Router runs named handlers on durable pull consumers.
@@ -186,25 +193,13 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) er
 // Run creates the consumers and processes messages until ctx ends. It returns
 // after every in-flight handler has finished.
 func (r *Router) Run(ctx context.Context) error {
+	if r.cfg.CreateConcurrently {
+		return r.runConcurrently(ctx)
+	}
 	var wg sync.WaitGroup
 	errc := make(chan error, len(r.routes))
 	for _, rt := range r.routes {
-		create := r.cfg.CreateConsumer
-		if create == nil {
-			create = func(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
-				return js.CreateOrUpdateConsumer(ctx, stream, cfg)
-			}
-		}
-		cons, err := create(ctx, r.cfg.JetStream, rt.consumer.Stream, jetstream.ConsumerConfig{
-			Durable:        rt.consumer.Name,
-			Description:    rt.consumer.Description,
-			FilterSubjects: rt.consumer.FilterSubjects,
-			AckPolicy:      jetstream.AckExplicitPolicy,
-			AckWait:        r.cfg.AckWait,
-			MaxDeliver:     -1, // the router counts attempts itself and dead-letters
-			MaxAckPending:  4096,
-			DeliverPolicy:  jetstream.DeliverAllPolicy,
-		})
+		cons, err := r.create(ctx, rt)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil // stopped while starting: a clean shutdown
@@ -223,6 +218,62 @@ func (r *Router) Run(ctx context.Context) error {
 	wg.Wait()
 	select {
 	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+// create creates or updates rt's durable consumer (RouterConfig.CreateConsumer).
+func (r *Router) create(ctx context.Context, rt route) (jetstream.Consumer, error) {
+	create := r.cfg.CreateConsumer
+	if create == nil {
+		create = func(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+			return js.CreateOrUpdateConsumer(ctx, stream, cfg)
+		}
+	}
+	return create(ctx, r.cfg.JetStream, rt.consumer.Stream, jetstream.ConsumerConfig{
+		Durable:        rt.consumer.Name,
+		Description:    rt.consumer.Description,
+		FilterSubjects: rt.consumer.FilterSubjects,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        r.cfg.AckWait,
+		MaxDeliver:     -1, // the router counts attempts itself and dead-letters
+		MaxAckPending:  4096,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+}
+
+// runConcurrently is Run with RouterConfig.CreateConcurrently: every consumer
+// is created in its own goroutine and runs as soon as it exists. The first
+// error (creation or run) stops the others; Run returns it.
+func (r *Router) runConcurrently(ctx context.Context) error {
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(r.routes))
+	for _, rt := range r.routes {
+		wg.Go(func() {
+			cons, err := r.create(runCtx, rt)
+			if err != nil {
+				if runCtx.Err() == nil {
+					errc <- fmt.Errorf("consumer %s: %w", rt.consumer.Name, err)
+					stop()
+				}
+				return
+			}
+			if err := newConsumerRun(r, rt, cons).run(runCtx); err != nil && runCtx.Err() == nil {
+				errc <- err
+				stop()
+			}
+		})
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		if ctx.Err() != nil {
+			return nil // stopped by the caller meanwhile: a clean shutdown
+		}
 		return err
 	default:
 		return nil

@@ -58,7 +58,11 @@ func Takeover(ctx context.Context, js jetstream.JetStream, stream string, cfg je
 		// Keep where it was created to start from (an update cannot change it).
 		cfg.DeliverPolicy, cfg.OptStartSeq = info.Config.DeliverPolicy, info.Config.OptStartSeq
 		cfg.OptStartTime = info.Config.OptStartTime
-		return js.CreateOrUpdateConsumer(ctx, stream, cfg)
+		cons, err := js.CreateOrUpdateConsumer(ctx, stream, cfg)
+		// Its leader may have been on a node that just left (a replica
+		// restarted while a NATS node is down): the first pull waits for the
+		// new one.
+		return withLeader(ctx, cons, err)
 	}
 	if err := js.DeleteConsumer(ctx, stream, cfg.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, fmt.Errorf("take over %s: %w", cfg.Durable, err)
@@ -70,8 +74,8 @@ func Takeover(ctx context.Context, js jetstream.JetStream, stream string, cfg je
 	return withLeader(ctx, cons, err)
 }
 
-// withLeader waits (up to 5 s) until a consumer just created on a cluster has
-// a leader, so that the first pull request reaches one.
+// withLeader waits (up to 5 s) until a consumer just created or updated on a
+// cluster has a leader, so that the first pull request reaches one.
 func withLeader(ctx context.Context, cons jetstream.Consumer, err error) (jetstream.Consumer, error) {
 	if err != nil {
 		return nil, err
