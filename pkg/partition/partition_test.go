@@ -106,7 +106,7 @@ func startMember(t *testing.T, dir, name string, partitions int, l *ledger) *tes
 			return func(ctx context.Context) error {
 				<-ctx.Done()
 				// Graceful release: handlers finish, then the store closes.
-				time.Sleep(5 * time.Millisecond)
+				time.Sleep(5 * time.Millisecond) // a slow graceful release widens the window for a second owner; not synchronisation
 				tm.mu.Lock()
 				defer tm.mu.Unlock()
 				if tm.locks[k] == lock {
@@ -171,7 +171,7 @@ func waitOwners(t *testing.T, l *ledger, partitions int, want map[string]int) {
 		if time.Now().After(deadline) {
 			t.Fatalf("owners %v, want counts %v", snap, want)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation: the condition and its deadline decide
 	}
 }
 
@@ -224,7 +224,7 @@ func TestMoreMembersThanPartitions(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("owners %v", l.snapshot())
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation: the condition and its deadline decide
 	}
 	// The standby takes over from a crashed owner.
 	for _, m := range []*testMember{a, b, c} {
