@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tsmhub/tsmhub/pkg/bustest"
 )
 
 func TestOfAndIDs(t *testing.T) {
@@ -152,8 +154,7 @@ func (tm *testMember) crash(l *ledger) {
 
 func waitOwners(t *testing.T, l *ledger, partitions int, want map[string]int) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	bustest.EventuallyReport(t, 20*time.Second, fmt.Sprintf("owner counts %v", want), func() (bool, string) {
 		got := map[string]int{}
 		snap := l.snapshot()
 		for _, who := range snap {
@@ -165,14 +166,8 @@ func waitOwners(t *testing.T, l *ledger, partitions int, want map[string]int) {
 				ok = false
 			}
 		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("owners %v, want counts %v", snap, want)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation: the condition and its deadline decide
-	}
+		return ok, fmt.Sprint(snap)
+	})
 }
 
 func TestMembersShareAndTakeOver(t *testing.T) {
@@ -210,22 +205,15 @@ func TestMoreMembersThanPartitions(t *testing.T) {
 	c := startMember(t, dir, "c", 2, l)
 	// Two own one partition each, the third is a standby.
 	waitOwners(t, l, 2, nil)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	bustest.EventuallyReport(t, 20*time.Second, "two members owning one partition each", func() (bool, string) {
 		n := 0
 		for _, m := range []*testMember{a, b, c} {
 			if len(m.m.Owned()) == 1 {
 				n++
 			}
 		}
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("owners %v", l.snapshot())
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation: the condition and its deadline decide
-	}
+		return n == 2, fmt.Sprint(l.snapshot())
+	})
 	// The standby takes over from a crashed owner.
 	for _, m := range []*testMember{a, b, c} {
 		if len(m.m.Owned()) == 1 {

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tsmhub/tsmhub/pkg/bustest"
 )
 
 // Host ports of the test's stacks (compose.yaml variables), away from the
@@ -243,26 +245,19 @@ func (s *stack) states() (map[string]state, error) {
 func (s *stack) waitHealthy(services []string, limit time.Duration) time.Duration {
 	s.t.Helper()
 	start := time.Now()
-	var last map[string]state
-	for {
+	bustest.EventuallyReport(s.t, limit, "every service running and healthy", func() (bool, string) {
 		st, err := s.states()
-		if err == nil {
-			last = st
-			ok := true
-			for _, svc := range services {
-				if c := st[svc]; c.Status != "running" || c.Health != "healthy" {
-					ok = false
-				}
-			}
-			if ok {
-				return time.Since(start)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, svc := range services {
+			if c := st[svc]; c.Status != "running" || c.Health != "healthy" {
+				return false, describe(st)
 			}
 		}
-		if time.Since(start) > limit {
-			s.t.Fatalf("not every service healthy after %s: %s", limit, describe(last))
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		return true, ""
+	})
+	return time.Since(start)
 }
 
 func describe(st map[string]state) string {
@@ -277,17 +272,10 @@ func describe(st map[string]state) string {
 // waitStatus waits until the container's state is want (e.g. exited).
 func (s *stack) waitStatus(id, want string, limit time.Duration) {
 	s.t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
+	bustest.EventuallyReport(s.t, limit, "container "+id+" "+want, func() (bool, string) {
 		out, err := s.docker(30*time.Second, "inspect", "--format", "{{.State.Status}}", id)
-		if err == nil && out == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("container %s not %s after %s (last %q, %v)", id, want, limit, out, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err == nil && out == want, fmt.Sprintf("%q, %v", out, err)
+	})
 }
 
 // leftovers lists the project's containers, volumes and networks that exist.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tsmhub/tsmhub/pkg/bus"
+	"github.com/tsmhub/tsmhub/pkg/bustest"
 	"github.com/tsmhub/tsmhub/pkg/gp/card"
 	"github.com/tsmhub/tsmhub/pkg/gp/scp03"
 
@@ -208,13 +209,7 @@ func sw(r []byte) uint16 { return domain.StatusWord(r) }
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	end := time.Now().Add(deadline)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-	}
+	bustest.Eventually(t, deadline, what, cond)
 }
 
 func TestServesTheCardAndCommitsEveryAPDU(t *testing.T) {
