@@ -1,6 +1,10 @@
 package domain
 
-import "time"
+import (
+	"time"
+
+	"github.com/tsmhub/tsmhub/pkg/events"
+)
 
 // The content model: what the conversation service (the system of record of
 // SP SDs and service instances) last reported of each SP's content on an SE,
@@ -90,24 +94,22 @@ type Audit struct {
 	Seq uint64
 }
 
-// Procedure kinds the registry asks the conversation service to run (the
-// values of events.Procedure*).
+// Procedure kinds the registry asks the conversation service to run, and the
+// operations of operator procedures (their request has no SP): the wire
+// values of pkg/events, named here for the use cases.
 const (
-	ProcedurePrePersonalize = "pre-personalize"
-	ProcedureActivate       = "activate-service"
-	ProcedureSuspend        = "suspend-service"
-	ProcedureResume         = "resume-service"
-	ProcedureTerminate      = "terminate-service"
-	ProcedureGetState       = "get-service-state"
-	ProcedureLockSE         = "lock-se"
-	ProcedureUnlockSE       = "unlock-se"
-	ProcedureAudit          = "audit"
-)
+	ProcedurePrePersonalize = events.ProcedurePrePersonalize
+	ProcedureActivate       = events.ProcedureActivate
+	ProcedureSuspend        = events.ProcedureSuspend
+	ProcedureResume         = events.ProcedureResume
+	ProcedureTerminate      = events.ProcedureTerminate
+	ProcedureGetState       = events.ProcedureGetState
+	ProcedureLockSE         = events.ProcedureLockSE
+	ProcedureUnlockSE       = events.ProcedureUnlockSE
+	ProcedureAudit          = events.ProcedureAudit
 
-// Operations of operator procedures (their request has no SP).
-const (
-	OpSEStatus = "se-status"
-	OpAudit    = "audit"
+	OpSEStatus = events.OpSEStatus
+	OpAudit    = events.OpAudit
 )
 
 // ServiceQualifier is an SP's optional qualifier of a service.
