@@ -105,16 +105,8 @@ func (h *Handlers) Begin(_ context.Context, d *bus.Delivery) error {
 	var report app.Report
 	err := h.Store.Update(func(tx *bus.Tx) error {
 		report = app.Report{}
-		fresh, err := tx.MarkProcessed(topology.ConversationBegins.Name, d.Event.ID())
-		if err != nil || !fresh {
+		if first, err := acceptForwarded(tx, topology.ConversationBegins.Name, d.Event.ID(), ev.Request); err != nil || !first {
 			return err
-		}
-		replies, seen, err := tx.AcceptRequest(ev.Request.Key())
-		if err != nil {
-			return err
-		}
-		if seen {
-			return spport.Resend(tx, replies)
 		}
 		if !topology.ValidSEID(b.SEID) || b.SEID != seToken {
 			// The SE must be the one whose subject token ordered this event.
@@ -122,6 +114,7 @@ func (h *Handlers) Begin(_ context.Context, d *bus.Delivery) error {
 			return spport.ReplyError(tx, ev.Request, "", contract.Errorf(contract.CodeInternalError,
 				"the SE of this request could not be resolved consistently; retry later"))
 		}
+		var err error
 		report, err = h.App.Begin(adapters.NewUnitOfWork(tx), b)
 		return err
 	})
@@ -233,16 +226,8 @@ func (h *Handlers) Procedure(_ context.Context, d *bus.Delivery) error {
 	var report app.Report
 	err := h.Store.Update(func(tx *bus.Tx) error {
 		report = app.Report{}
-		fresh, err := tx.MarkProcessed(topology.ConversationProcedures.Name, d.Event.ID())
-		if err != nil || !fresh {
+		if first, err := acceptForwarded(tx, topology.ConversationProcedures.Name, d.Event.ID(), ev.Request); err != nil || !first {
 			return err
-		}
-		replies, seen, err := tx.AcceptRequest(ev.Request.Key())
-		if err != nil {
-			return err
-		}
-		if seen {
-			return spport.Resend(tx, replies)
 		}
 		if !topology.ValidSEID(p.SEID) || p.SEID != seToken {
 			if operator {
@@ -253,8 +238,28 @@ func (h *Handlers) Procedure(_ context.Context, d *bus.Delivery) error {
 				"the SE of this request could not be resolved consistently; retry later"))
 		}
 		copyP := *p
+		var err error
 		report, err = h.App.RequestProcedure(adapters.NewUnitOfWork(tx), &copyP)
 		return err
 	})
 	return h.finish(err, report)
+}
+
+// acceptForwarded is the first part of every forwarded SP request's
+// transaction: an event already processed changes nothing, and a request
+// already answered (the same spId/ce-id forwarded again) gets its stored
+// responses again. first is true when the use case should run.
+func acceptForwarded(tx *bus.Tx, consumer, eventID string, req events.RequestRef) (first bool, err error) {
+	fresh, err := tx.MarkProcessed(consumer, eventID)
+	if err != nil || !fresh {
+		return false, err
+	}
+	replies, seen, err := tx.AcceptRequest(req.Key())
+	if err != nil {
+		return false, err
+	}
+	if seen {
+		return false, spport.Resend(tx, replies)
+	}
+	return true, nil
 }
